@@ -1,0 +1,88 @@
+"""One job: the composed config in, a run dir with ``config.yaml`` and ``metrics.json`` out.
+Callable from tests without Hydra; ``scripts/run.py`` is a thin wrapper."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from pgkd.config import read_json, save_config, to_plain, write_json
+from pgkd.data import DatasetUnavailable, TextDataset
+from pgkd.metrics import summary
+from pgkd.students import Student
+from pgkd.tracking import RunLoggers
+
+log = logging.getLogger(__name__)
+
+
+def build_student(cfg: DictConfig, num_labels: int, run_dir: Path) -> Student:
+    """Instantiate ``cfg.student`` with the trainer and early-stopping factories of the config."""
+    callbacks = instantiate(cfg.callbacks)
+    return instantiate(cfg.student, num_labels=num_labels, trainer=instantiate(cfg.trainer),
+                       early_stopping=callbacks["early_stopping"], workdir=str(run_dir), seed=cfg.seed)
+
+
+def train_baseline(data: TextDataset, student: Student, loggers: RunLoggers, run_dir: Path) -> dict:
+    """Fine-tune model_0 on the annotated train split; evaluate on validation and test."""
+    started = time.perf_counter()
+    fit = student.fit(data.train.text, data.ids(data.train.label), data.val.text,
+                      data.ids(data.val.label), logger=loggers.for_fit("model_0"), name="model_0")
+    fitted = time.perf_counter()
+    val = student.evaluate(data.val.text, data.ids(data.val.label), data.taxonomy)
+    test = student.evaluate(data.test.text, data.ids(data.test.label), data.taxonomy)
+    student.save(run_dir / "model.pt")
+    log.info("model_0 val: %s | test: %s", summary(val), summary(test))
+    loggers.log_metrics({f"test/{k}": test[k] for k in ("loss", "accuracy", "macro_f1", "weighted_f1")})
+    return {"val": val, "test": test, "fit": fit,
+            "timing": {"fit_s": fitted - started, "evaluate_s": time.perf_counter() - fitted}}
+
+
+def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
+    """Run the job described by ``cfg`` (baseline or PGKD) in ``run_dir`` and return its metrics.
+
+    A run dir whose ``metrics.json`` says finished (or skipped) is returned as is unless
+    ``cfg.force``; an unfinished PGKD run resumes after its last finished KD step.
+    """
+    run_dir = Path(run_dir or cfg.paths.output_dir)
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.exists() and not cfg.get("force", False):
+        previous = read_json(metrics_path)
+        if previous.get("status") in ("finished", "skipped"):
+            log.info("%s: already %s (force=true to redo)", run_dir, previous["status"])
+            return previous
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    started = time.perf_counter()
+    header = {"run_name": cfg.run_name, "dataset": cfg.dataset.name, "student": cfg.student.name,
+              "method": cfg.pgkd.run_tag, "seed": int(cfg.seed), "n_annotated": int(cfg.dataset.n_annotated)}
+    try:
+        data: TextDataset = instantiate(cfg.dataset)
+    except DatasetUnavailable as error:
+        log.warning("skipping %s: %s", cfg.run_name, error)
+        result = {**header, "status": "skipped", "reason": str(error)}
+        write_json(metrics_path, result)
+        return result
+    header.update(n_classes=len(data.taxonomy), data_source=data.source,
+                  sizes={"train": len(data.train), "val": len(data.val), "test": len(data.test)})
+    student = build_student(cfg, len(data.taxonomy), run_dir)
+    loggers = RunLoggers(instantiate(cfg.logger), to_plain(cfg))
+    try:
+        if cfg.pgkd.enabled:
+            from pgkd.loop import run_pgkd_from_config
+
+            result = run_pgkd_from_config(cfg, data, student, loggers, run_dir)
+        else:
+            result = train_baseline(data, student, loggers, run_dir)
+    finally:
+        loggers.finish()
+    result = {**header, **result, "status": result.get("status", "finished")}
+    result.setdefault("timing", {})["total_s"] = time.perf_counter() - started
+    write_json(metrics_path, result)
+    return result

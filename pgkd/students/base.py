@@ -1,0 +1,119 @@
+"""The student interface and the Lightning fit harness every student shares."""
+
+from __future__ import annotations
+
+import shutil
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
+
+from pgkd.metrics import classification_metrics
+
+TrainerFactory = Callable[..., pl.Trainer]
+
+
+class RestoreBestWeights(Callback):
+    """Load the best checkpoint into the module when fit ends, before any later ``on_fit_end``
+    hook (the PGKD callback) sees the model. Lightning runs ModelCheckpoint callbacks last, so
+    placing this one before the PGKD callback is enough."""
+
+    def __init__(self, checkpoint: ModelCheckpoint):
+        self.checkpoint = checkpoint
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        path = self.checkpoint.best_model_path
+        if path and Path(path).exists():
+            state = torch.load(path, map_location=pl_module.device, weights_only=True)
+            pl_module.load_state_dict(state["state_dict"])
+
+
+class Student(ABC):
+    """A text classifier over a fixed taxonomy of ``num_labels`` classes.
+
+    ``fit`` trains with Lightning (early stopping on ``val_loss``, best epoch restored) and passes
+    extra callbacks through, which is how the PGKD callback hooks in after every fit.
+    ``predict_proba`` returns one probability row per text over *all* classes.
+    """
+
+    name: str = "student"
+
+    def __init__(self, num_labels: int, trainer: TrainerFactory | None = None,
+                 early_stopping: Callable[[], EarlyStopping] | None = None,
+                 workdir: str | Path = ".", batch_size: int = 64, eval_batch_size: int = 128,
+                 warm_start: bool = False, seed: int = 0):
+        self.num_labels = num_labels
+        self.trainer_factory = trainer or (lambda **kw: pl.Trainer(max_epochs=30, accelerator="cpu", **kw))
+        self.early_stopping = early_stopping or (lambda: EarlyStopping("val_loss", patience=5, mode="min"))
+        self.workdir = Path(workdir)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.warm_start = warm_start
+        self.seed = seed
+        self.module: pl.LightningModule | None = None
+        self.last_fit: dict = {}
+
+    @abstractmethod
+    def new_module(self) -> pl.LightningModule:
+        """A freshly initialised LightningModule (pretrained encoder + new head)."""
+
+    @abstractmethod
+    def datamodule(self, train: tuple[Sequence[str], Sequence[int]],
+                   val: tuple[Sequence[str], Sequence[int]]) -> pl.LightningDataModule:
+        """The LightningDataModule for one fit."""
+
+    @abstractmethod
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Class probabilities, shape (len(texts), num_labels)."""
+
+    def fit(self, texts: Sequence[str], labels: Sequence[int], val_texts: Sequence[str],
+            val_labels: Sequence[int], callbacks: Sequence[Callback] = (), logger=False,
+            name: str = "fit") -> dict:
+        """Train on (texts, labels) with early stopping on the validation loss; the best epoch's
+        weights are restored. Re-initialises from the pretrained weights unless ``warm_start``."""
+        pl.seed_everything(self.seed, workers=True, verbose=False)
+        if self.module is None or not self.warm_start:
+            self.module = self.new_module()
+        checkpoint_dir = self.workdir / "checkpoints" / name
+        checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val_loss",
+                                     mode="min", save_top_k=1, save_weights_only=True,
+                                     enable_version_counter=False)
+        early_stopping = self.early_stopping()
+        trainer = self.trainer_factory(
+            callbacks=[early_stopping, RestoreBestWeights(checkpoint), *callbacks, checkpoint],
+            logger=logger, default_root_dir=str(self.workdir),
+        )
+        data = self.datamodule((list(texts), list(labels)), (list(val_texts), list(val_labels)))
+        trainer.fit(self.module, datamodule=data)
+        self.last_fit = {
+            "epochs": int(trainer.current_epoch),
+            "best_epoch_val_loss": float(checkpoint.best_model_score)
+            if checkpoint.best_model_score is not None else None,
+            "stopped_early": bool(early_stopping.stopped_epoch),
+        }
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        return self.last_fit
+
+    def evaluate(self, texts: Sequence[str], labels: Sequence[int], taxonomy: Sequence[str]) -> dict:
+        """Loss, accuracy, macro/weighted F1 and the per-class report on a labelled split."""
+        proba = self.predict_proba(texts)
+        return classification_metrics(labels, proba.argmax(1), taxonomy, proba)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(self.module.state_dict(), path)
+
+    def load(self, path: str | Path) -> None:
+        if self.module is None:
+            self.module = self.new_module()
+        self.module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """Index batches over texts sorted by length: far less padding at inference."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]

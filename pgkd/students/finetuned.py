@@ -1,0 +1,116 @@
+"""The paper's student: a pretrained encoder with a classification head, fine-tuned end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
+
+from pgkd.students import encoders
+from pgkd.students.base import Student, length_sorted_batches
+
+
+class SequenceClassifier(pl.LightningModule):
+    """``AutoModelForSequenceClassification`` trained with cross-entropy and AdamW."""
+
+    def __init__(self, model: torch.nn.Module, lr: float = 2e-5, weight_decay: float = 0.01):
+        super().__init__()
+        self.model = model
+        self.lr, self.weight_decay = lr, weight_decay
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        return self.model(**inputs).logits
+
+    def _step(self, batch: dict, stage: str) -> torch.Tensor:
+        logits = self(batch)
+        loss = torch.nn.functional.cross_entropy(logits, batch["labels"])
+        size = len(batch["labels"])
+        self.log(f"{stage}_loss", loss, batch_size=size, prog_bar=True, on_epoch=True,
+                 on_step=stage == "train")
+        if stage == "val":
+            accuracy = (logits.argmax(-1) == batch["labels"]).float().mean()
+            self.log("val_acc", accuracy, batch_size=size, prog_bar=True)
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "val")
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+class TokenizedDataModule(pl.LightningDataModule):
+    """Tokenizes once, pads per batch (dynamic padding); validation batches are length-sorted."""
+
+    def __init__(self, tokenizer, train: tuple[list, list], val: tuple[list, list],
+                 batch_size: int, eval_batch_size: int, max_length: int):
+        super().__init__()
+        self.collate = DataCollatorWithPadding(tokenizer)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        encode = lambda texts: tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]  # noqa: E731
+        self.train_rows = [{"input_ids": ids, "labels": y} for ids, y in zip(encode(train[0]), train[1])]
+        self.val_rows = [{"input_ids": ids, "labels": y} for ids, y in zip(encode(val[0]), val[1])]
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_rows, batch_size=self.batch_size, shuffle=True, collate_fn=self.collate)
+
+    def val_dataloader(self) -> DataLoader:
+        batches = length_sorted_batches([len(r["input_ids"]) for r in self.val_rows], self.eval_batch_size)
+        return DataLoader(self.val_rows, batch_sampler=[b.tolist() for b in batches], collate_fn=self.collate)
+
+
+class FineTunedStudent(Student):
+    """BERT-style encoder + classification head, fine-tuned (paper defaults: max_length 512,
+    batch 64, AdamW lr 2e-5, <= 30 epochs, early stopping patience 5).
+
+    ``model_name_or_path``: a hub id (``bert-base-uncased``), a local folder, ``pypi:…`` for
+    encoders shipped in PyPI wheels, or ``tiny`` for a 2-layer random BERT.
+    """
+
+    def __init__(self, num_labels: int, model_name_or_path: str = "bert-base-uncased",
+                 max_length: int = 512, lr: float = 2e-5, weight_decay: float = 0.01,
+                 cache_dir: str | Path = ".cache", name: str = "finetuned", **kwargs):
+        super().__init__(num_labels, **kwargs)
+        self.name = name
+        self.model_name_or_path = model_name_or_path
+        self.max_length, self.lr, self.weight_decay = max_length, lr, weight_decay
+        self.cache_dir = cache_dir
+        self.tokenizer = encoders.tokenizer_for(model_name_or_path, cache_dir)
+
+    def new_module(self) -> SequenceClassifier:
+        torch.manual_seed(self.seed)
+        if self.model_name_or_path == encoders.TINY:
+            model = encoders.tiny_bert(self.num_labels, self.seed)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                encoders.resolve(self.model_name_or_path, self.cache_dir), num_labels=self.num_labels,
+                ignore_mismatched_sizes=True,
+            )
+        return SequenceClassifier(model, self.lr, self.weight_decay)
+
+    def datamodule(self, train, val) -> TokenizedDataModule:
+        return TokenizedDataModule(self.tokenizer, train, val, self.batch_size, self.eval_batch_size,
+                                   self.max_length)
+
+    @torch.inference_mode()
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        module = self.module
+        module.eval()
+        device = next(module.parameters()).device
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        collate = DataCollatorWithPadding(self.tokenizer)
+        out = np.zeros((len(ids), self.num_labels), dtype=np.float32)
+        for batch in length_sorted_batches([len(x) for x in ids], self.eval_batch_size):
+            inputs = collate([{"input_ids": ids[i]} for i in batch])
+            logits = module({k: v.to(device) for k, v in inputs.items()})
+            out[batch] = torch.softmax(logits.float(), -1).cpu().numpy()
+        return out

@@ -1,0 +1,143 @@
+"""``TeacherClient``: any backend plus the cross-cutting machinery — response cache, retries
+with backoff, cost ledger, budget cap and concurrent batches."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
+
+from pgkd.teacher.base import (Backend, BudgetExceeded, Message, Reply, SamplingParams,
+                               TeacherError, TransientTeacherError)
+from pgkd.teacher.store import CostLedger, ResponseCache, cache_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prices:
+    """USD per million tokens."""
+
+    input_per_mtok: float = 0.0
+    output_per_mtok: float = 0.0
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """On top of the SDKs' own retries: exponential backoff with full jitter, honouring the
+    provider's retry-after."""
+
+    max_attempts: int = 3
+    base_delay_s: float = 2.0
+    max_delay_s: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        backoff = random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2 ** attempt))
+        return max(backoff, retry_after or 0.0)
+
+
+@dataclass
+class Request:
+    messages: list[Message]
+    params: SamplingParams
+    request_index: int = 0
+    purpose: str = ""
+
+
+class TeacherClient:
+    """Ask a backend, with caching, retries, a ledger and a budget.
+
+    ``accept(text) -> bool`` decides whether a reply is stored in the cache: a reply that fails
+    to parse is returned (and paid for, and ledgered as rejected) but never cached as a success.
+    """
+
+    def __init__(self, backend: Backend, ledger: CostLedger, cache: ResponseCache | None = None,
+                 prices: Prices = Prices(), retry: RetryPolicy = RetryPolicy(),
+                 budget_usd: float | None = None, max_concurrency: int = 4,
+                 chars_per_token: float = 4.0, name: str | None = None, samples_per_call: int = 32):
+        self.backend, self.ledger, self.cache = backend, ledger, cache
+        self.prices, self.retry, self.budget_usd = prices, retry, budget_usd
+        self.max_concurrency, self.chars_per_token = max_concurrency, chars_per_token
+        self.name = name or backend.name
+        self.samples_per_call = samples_per_call
+
+    @property
+    def model(self) -> str:
+        return self.backend.model
+
+    def _check_budget(self, messages: Sequence[Message], params: SamplingParams) -> None:
+        if self.budget_usd is None:
+            return
+        prompt_tokens = sum(len(m.content) for m in messages) / self.chars_per_token
+        worst_case = self.prices.cost(int(prompt_tokens), params.max_tokens)
+        spent = self.ledger.spent()
+        if spent + worst_case > self.budget_usd:
+            raise BudgetExceeded(
+                f"{self.name}: next call could cost up to ${worst_case:.4f}; spent ${spent:.4f} of "
+                f"budget_usd=${self.budget_usd:.4f}"
+            )
+
+    def ask(self, messages: Sequence[Message], params: SamplingParams, request_index: int = 0,
+            purpose: str = "", accept: Callable[[str], bool] | None = None) -> Reply:
+        """One reply for (messages, params, request_index): from the cache, else the backend."""
+        messages = list(messages)
+        backend_name, model = self.backend.cache_identity
+        key = cache_key(backend_name, model, messages, params, request_index)
+        entry = {"backend": backend_name, "model": model, "purpose": purpose, "request_index": request_index}
+        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+            hit.request_index = request_index
+            self.ledger.append({**entry, "status": "ok", "cache_hit": True, "input_tokens": hit.input_tokens,
+                                "output_tokens": hit.output_tokens, "cost_usd": 0.0, "latency_s": 0.0})
+            return hit
+        self._check_budget(messages, params)
+        reply = self._call_with_retries(messages, params, entry)
+        reply.cost_usd = self.prices.cost(reply.input_tokens, reply.output_tokens)
+        reply.request_index = request_index
+        accepted = accept is None or accept(reply.text)
+        self.ledger.append({**entry, "status": "ok" if accepted else "rejected", "cache_hit": False,
+                            "input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens,
+                            "cost_usd": reply.cost_usd, "latency_s": round(reply.latency_s, 3)})
+        if accepted and self.cache is not None:
+            self.cache.put(key, reply)
+        return reply
+
+    def _call_with_retries(self, messages: list[Message], params: SamplingParams, entry: dict) -> Reply:
+        for attempt in range(self.retry.max_attempts):
+            started = time.perf_counter()
+            try:
+                reply = self.backend.complete(messages, params)
+            except TransientTeacherError as error:
+                self.ledger.append({**entry, "status": "error", "error": str(error)[:300], "cost_usd": 0.0})
+                if attempt + 1 >= self.retry.max_attempts:
+                    raise
+                wait = self.retry.delay(attempt, error.retry_after)
+                log.warning("%s (attempt %d/%d); retrying in %.1fs", error, attempt + 1,
+                            self.retry.max_attempts, wait)
+                time.sleep(wait)
+                continue
+            except TeacherError as error:
+                self.ledger.append({**entry, "status": "error", "error": str(error)[:300], "cost_usd": 0.0})
+                raise
+            reply.latency_s = reply.latency_s or time.perf_counter() - started
+            reply.backend, reply.model = reply.backend or self.backend.name, reply.model or self.backend.model
+            return reply
+        raise AssertionError("unreachable")
+
+    def ask_many(self, requests: Sequence[Request], accept: Callable[[str], bool] | None = None) -> list[Reply]:
+        """Replies in request order, ``max_concurrency`` calls in flight at a time."""
+        if self.max_concurrency <= 1 or len(requests) <= 1:
+            return [self.ask(r.messages, r.params, r.request_index, r.purpose, accept) for r in requests]
+        with ThreadPoolExecutor(self.max_concurrency) as pool:
+            futures = [pool.submit(self.ask, r.messages, r.params, r.request_index, r.purpose, accept)
+                       for r in requests]
+            return [future.result() for future in futures]
+
+    def with_seed(self, params: SamplingParams, request_index: int) -> SamplingParams:
+        """Distinct sampling seed per request index (backends that take a seed)."""
+        return replace(params, seed=(params.seed or 0) + request_index)

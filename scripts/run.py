@@ -1,0 +1,30 @@
+"""Run one PGKD job (or a Hydra multirun sweep with -m).
+
+    python scripts/run.py                                  # PGKD, defaults (conf/config.yaml)
+    python scripts/run.py pgkd=off student=minilm_l6       # the student baseline
+    python scripts/run.py -m dataset=ag_news,huffpost seed=0,1,2,3,4
+"""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("PGKD_ROOT", str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads must not spin (NOTES.md)
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+import pgkd.config  # noqa: E402,F401  (registers resolvers)
+from pgkd.experiment import run  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    run(cfg, HydraConfig.get().runtime.output_dir)
+
+
+if __name__ == "__main__":
+    main()
