@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Callable, Sequence
@@ -87,16 +88,25 @@ class Student(ABC):
             callbacks=[early_stopping, RestoreBestWeights(checkpoint), *callbacks, checkpoint],
             logger=logger, default_root_dir=str(self.workdir),
         )
+        self._fit_started = time.perf_counter()
+        self._fit_size = len(texts)
         data = self.datamodule((list(texts), list(labels)), (list(val_texts), list(val_labels)))
         trainer.fit(self.module, datamodule=data)
-        self.last_fit = {
-            "epochs": int(trainer.current_epoch),
-            "best_epoch_val_loss": float(checkpoint.best_model_score)
-            if checkpoint.best_model_score is not None else None,
-            "stopped_early": bool(early_stopping.stopped_epoch),
-        }
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        self.last_fit = self.fit_info(trainer)
+        shutil.rmtree(checkpoint_dir.parent, ignore_errors=True)
         return self.last_fit
+
+    def fit_info(self, trainer: pl.Trainer) -> dict:
+        """Facts about the fit in progress or just finished (callbacks call this in on_fit_end)."""
+        checkpoint, early_stopping = trainer.checkpoint_callback, trainer.early_stopping_callback
+        best = checkpoint.best_model_score if checkpoint is not None else None
+        return {
+            "wall_s": time.perf_counter() - self._fit_started,
+            "train_size": self._fit_size,
+            "epochs": int(trainer.current_epoch),
+            "best_epoch_val_loss": float(best) if best is not None else None,
+            "stopped_early": bool(early_stopping is not None and early_stopping.stopped_epoch),
+        }
 
     def evaluate(self, texts: Sequence[str], labels: Sequence[int], taxonomy: Sequence[str]) -> dict:
         """Loss, accuracy, macro/weighted F1 and the per-class report on a labelled split."""

@@ -20,7 +20,7 @@ class SequenceClassifier(pl.LightningModule):
 
     def __init__(self, model: torch.nn.Module, lr: float = 2e-5, weight_decay: float = 0.01):
         super().__init__()
-        self.model = model
+        self.model = model.train()
         self.lr, self.weight_decay = lr, weight_decay
 
     def forward(self, batch: dict) -> torch.Tensor:
@@ -37,6 +37,11 @@ class SequenceClassifier(pl.LightningModule):
             accuracy = (logits.argmax(-1) == batch["labels"]).float().mean()
             self.log("val_acc", accuracy, batch_size=size, prog_bar=True)
         return loss
+
+    def on_train_start(self) -> None:
+        # from_pretrained() and predict_proba() leave modules in eval mode; Lightning keeps
+        # submodule modes as it finds them, which would silently disable dropout
+        self.train()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
@@ -84,7 +89,14 @@ class FineTunedStudent(Student):
         self.model_name_or_path = model_name_or_path
         self.max_length, self.lr, self.weight_decay = max_length, lr, weight_decay
         self.cache_dir = cache_dir
-        self.tokenizer = encoders.tokenizer_for(model_name_or_path, cache_dir)
+        self._tokenizer = None
+
+    @property
+    def tokenizer(self):
+        """Loaded on first use, so configs instantiate without touching the hub or disk."""
+        if self._tokenizer is None:
+            self._tokenizer = encoders.tokenizer_for(self.model_name_or_path, self.cache_dir)
+        return self._tokenizer
 
     def new_module(self) -> SequenceClassifier:
         torch.manual_seed(self.seed)

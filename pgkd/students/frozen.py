@@ -113,6 +113,11 @@ class LinearHead(pl.LightningModule):
             self.log("val_acc", (logits.argmax(-1) == y).float().mean(), batch_size=len(y), prog_bar=True)
         return loss
 
+    def on_train_start(self) -> None:
+        # from_pretrained() and predict_proba() leave modules in eval mode; Lightning keeps
+        # submodule modes as it finds them, which would silently disable dropout
+        self.train()
+
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
 
@@ -145,7 +150,15 @@ class FrozenEncoderStudent(Student):
         super().__init__(num_labels, **kwargs)
         self.name = name
         self.lr, self.weight_decay, self.dropout = lr, weight_decay, dropout
-        self.encoder = SentenceEncoder(model_name_or_path, max_length, self.eval_batch_size, cache_dir)
+        self.encoder_args = (model_name_or_path, max_length, self.eval_batch_size, cache_dir)
+        self._encoder = None
+
+    @property
+    def encoder(self) -> SentenceEncoder:
+        """Loaded on first use, so configs instantiate without touching the hub or disk."""
+        if self._encoder is None:
+            self._encoder = SentenceEncoder(*self.encoder_args)
+        return self._encoder
 
     def new_module(self) -> LinearHead:
         torch.manual_seed(self.seed)

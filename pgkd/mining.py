@@ -1,0 +1,63 @@
+"""Mining the student's training history: correctly classified, misclassified and hard-negative
+examples (misclassified with the highest confidence in the wrong prediction)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedKFold, KFold
+
+
+@dataclass
+class Mined:
+    correct: pd.DataFrame
+    misclassified: pd.DataFrame
+    hard_negatives: pd.DataFrame
+    n_errors: int
+    source: str  # "train" | "oof"
+
+
+def with_predictions(history: pd.DataFrame, proba: np.ndarray, taxonomy: Sequence[str]) -> pd.DataFrame:
+    frame = history[["text", "label"]].copy()
+    frame["predicted"] = [taxonomy[i] for i in proba.argmax(1)]
+    frame["confidence"] = proba.max(1)
+    return frame
+
+
+def mine(history: pd.DataFrame, proba: np.ndarray, taxonomy: Sequence[str], n_correct: int,
+         n_misclassified: int, n_hard_negatives: int, rng: np.random.Generator,
+         source: str = "train", allowed: Callable[[str], bool] | None = None) -> Mined:
+    """Sample ``n_correct`` correct and ``n_misclassified`` misclassified rows at random and take
+    the ``n_hard_negatives`` misclassified rows the student was most confident about. Hard
+    negatives are taken first; the misclassified sample avoids them while others remain.
+    ``allowed(text)`` filters rows that may appear in a prompt (the split firewall)."""
+    frame = with_predictions(history, proba, taxonomy)
+    if allowed is not None:
+        frame = frame[[allowed(t) for t in frame.text]]
+    wrong = frame[frame.predicted != frame.label]
+    right = frame[frame.predicted == frame.label]
+    hard = wrong.sort_values("confidence", ascending=False, kind="stable").head(n_hard_negatives)
+    rest = wrong.drop(index=hard.index) if len(wrong) > len(hard) else wrong
+
+    def pick(rows: pd.DataFrame, n: int) -> pd.DataFrame:
+        if len(rows) <= n:
+            return rows
+        return rows.iloc[np.sort(rng.choice(len(rows), size=n, replace=False))]
+
+    return Mined(pick(right, n_correct), pick(rest, n_misclassified), hard, int(len(wrong)), source)
+
+
+def out_of_fold_proba(history: pd.DataFrame, folds: int, seed: int,
+                      fit_predict: Callable[[pd.DataFrame, pd.DataFrame], np.ndarray], num_labels: int) -> np.ndarray:
+    """Class probabilities for every history row from a model that did not train on it
+    (k-fold; stratified when every class has ``folds`` rows)."""
+    counts = history.label.value_counts()
+    splitter = (StratifiedKFold(folds, shuffle=True, random_state=seed) if counts.min() >= folds
+                else KFold(folds, shuffle=True, random_state=seed))
+    proba = np.zeros((len(history), num_labels), dtype=np.float32)
+    for train_idx, held_idx in splitter.split(history, history.label):
+        proba[held_idx] = fit_predict(history.iloc[train_idx], history.iloc[held_idx])
+    return proba

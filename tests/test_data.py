@@ -1,0 +1,101 @@
+"""Datasets: loading, taxonomy, the seeded annotated sample, and clear errors on bad input."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from pgkd.data import DataError, DatasetUnavailable, annotated_sample, load_dataset, read_table
+from tests.conftest import data_dir, needs_shared_data
+
+
+def write_csv(path, rows, columns=("text", "label")):
+    pd.DataFrame(rows, columns=list(columns)).to_csv(path, index=False)
+    return path
+
+
+def test_embedded_ag_news_loads_without_data_dir():
+    data = load_dataset("ag_news", None, n_annotated=1000, seed=0)
+    assert data.taxonomy == ["Business", "Sci/Tech", "Sports", "World"]
+    assert (len(data.train), len(data.val), len(data.test)) == (800, 200, 7600)
+    assert "embedded" in data.source
+
+
+def test_same_seed_same_sample_and_seeds_differ():
+    a = load_dataset("ag_news", None, n_annotated=300, seed=3)
+    b = load_dataset("ag_news", None, n_annotated=300, seed=3)
+    c = load_dataset("ag_news", None, n_annotated=300, seed=4)
+    pd.testing.assert_frame_equal(a.train, b.train)
+    pd.testing.assert_frame_equal(a.val, b.val)
+    assert set(a.train.text) != set(c.train.text)
+    assert not set(a.train.text) & set(a.val.text)
+
+
+def test_split_is_stratified_80_20():
+    data = load_dataset("ag_news", None, n_annotated=1000, seed=0)
+    shares = data.val.label.value_counts(normalize=True)
+    overall = pd.concat([data.train, data.val]).label.value_counts(normalize=True)
+    assert (shares - overall).abs().max() < 0.01
+
+
+@needs_shared_data
+def test_taxonomy_keeps_classes_absent_from_the_sample():
+    data = load_dataset("amzn_reviews", data_dir(), n_annotated=1000, seed=0)
+    assert len(data.taxonomy) == 363
+    assert data.train.label.nunique() < 363
+    assert data.ids(data.test.label)  # every test label maps to a head index
+
+
+def test_na_and_null_stay_texts(tmp_path):
+    path = write_csv(tmp_path / "t.csv", [("NA", "a"), ("null", "b"), ("x", "a")])
+    frame = read_table(path)
+    assert list(frame.text) == ["NA", "null", "x"]
+
+
+@pytest.mark.parametrize("rows, match", [
+    ([("ok", "a"), ("", "b")], r"column 'text' is empty at row 3"),
+    ([("ok", "a"), ("fine", "")], r"column 'label' is empty at row 3"),
+])
+def test_empty_text_or_label_names_file_column_row(tmp_path, rows, match):
+    path = write_csv(tmp_path / "bad.csv", rows)
+    with pytest.raises(DataError, match=match) as error:
+        read_table(path)
+    assert "bad.csv" in str(error.value)
+
+
+def test_missing_file_and_missing_column(tmp_path):
+    with pytest.raises(DataError, match="nope.csv: file not found"):
+        read_table(tmp_path / "nope.csv")
+    path = write_csv(tmp_path / "cols.csv", [("t", "a")], columns=("body", "label"))
+    with pytest.raises(DataError, match=r"cols.csv: column 'text' not found \(columns: \['body', 'label'\]\)"):
+        read_table(path)
+
+
+def test_fewer_rows_than_n_annotated_and_single_class(tmp_path):
+    pool = pd.DataFrame({"text": [f"t{i}" for i in range(10)], "label": ["a", "b"] * 5})
+    with pytest.raises(DataError, match="has 10 rows, fewer than n_annotated=20"):
+        annotated_sample(pool, 20, 0.2, 0, "mine")
+    train = write_csv(tmp_path / "train.csv", [(f"t{i}", "only") for i in range(30)])
+    test = write_csv(tmp_path / "test.csv", [("x", "only")])
+    with pytest.raises(DataError, match="single class 'only'"):
+        load_dataset("csv", n_annotated=10, train_file=str(train), test_file=str(test))
+
+
+def test_jsonl_and_parquet_with_custom_columns(tmp_path):
+    frame = pd.DataFrame({"body": [f"text {i}" for i in range(40)], "y": ["p", "q"] * 20})
+    frame.to_json(tmp_path / "train.jsonl", orient="records", lines=True)
+    frame.to_parquet(tmp_path / "test.parquet")
+    data = load_dataset("csv", n_annotated=20, text_column="body", label_column="y",
+                        train_file=str(tmp_path / "train.jsonl"), test_file=str(tmp_path / "test.parquet"))
+    assert data.taxonomy == ["p", "q"] and len(data.test) == 40
+
+
+def test_unknown_label_in_ids_is_named():
+    data = load_dataset("ag_news", None, n_annotated=100, seed=0)
+    with pytest.raises(DataError, match="not in the taxonomy: \\['Cooking'\\]"):
+        data.ids(["World", "Cooking"])
+
+
+def test_no_local_copy_and_no_hub_is_unavailable(tmp_path):
+    with pytest.raises(DatasetUnavailable, match="yahoo_answers"):
+        load_dataset("yahoo_answers", tmp_path, hub_id="community-datasets/yahoo_answers_topics")
