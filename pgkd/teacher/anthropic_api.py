@@ -37,12 +37,13 @@ class AnthropicBackend(Backend):
         import anthropic
 
         system = "\n\n".join(m.content for m in messages if m.role == "system")
-        kwargs = dict(model=self.model, max_tokens=params.max_tokens, temperature=params.temperature,
+        kwargs = dict(model=self.model, max_tokens=params.max_tokens,
                       messages=[{"role": m.role, "content": m.content} for m in messages if m.role != "system"])
         if system:
             kwargs["system"] = system
-        if params.top_p is not None:
-            kwargs["top_p"] = params.top_p
+        # recent SDKs dropped the sampling keywords from create(); the API still reads them
+        sampling = {"temperature": params.temperature, "top_p": params.top_p}
+        kwargs["extra_body"] = {k: v for k, v in sampling.items() if v is not None}
         started = time.perf_counter()
         try:
             response = self.client().messages.create(**kwargs)
