@@ -278,8 +278,8 @@ def run_pgkd(data: TextDataset, student: Student, teacher: TeacherClient, settin
     callback = PGKDCallback(data, student, teacher, settings, prompt_cfg, run_dir, loggers, seed, run_fingerprint)
     if callback.step > 0 and student.warm_start and (Path(run_dir) / "last_model.pt").exists():
         student.load(Path(run_dir) / "last_model.pt")
+    student.seed = seed  # every fit starts from the same initialisation: steps differ by data only
     while not callback.should_stop:
-        student.seed = seed + callback.step
         texts, labels = callback.training_data()
         started = time.perf_counter()
         student.fit(texts, labels, data.val.text, data.ids(data.val.label), callbacks=[callback],

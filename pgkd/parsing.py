@@ -35,6 +35,8 @@ def _decode_all(text: str) -> list[Any]:
         except json.JSONDecodeError:
             index = start + 1
             continue
+        except RecursionError:  # absurdly deep nesting: nothing sensible inside
+            break
         values.append(value)
         index = end
     return values
@@ -47,7 +49,7 @@ def extract_json(text: str) -> Any | None:
     for candidate in candidates:
         try:
             return json.loads(candidate)
-        except (json.JSONDecodeError, ValueError):
+        except (json.JSONDecodeError, ValueError, RecursionError):
             pass
     values = _decode_all(text)
     lists = [v for v in values if isinstance(v, list)]

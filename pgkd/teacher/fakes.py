@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import random
 import re
 
@@ -19,7 +18,7 @@ ZERO_SHOT = "Text-to-classify:"
 class ScriptedTeacher(Backend):
     """Writes well-formed, label-valid replies from a pool of real labelled texts (the train rows
     outside the annotated sample), reading the prompt like a teacher would: the number asked for,
-    and — when the validation report is present — the classes with the lowest F1, which it targets.
+    and — when the validation report is present — the per-class F1: weak classes get more samples.
 
     ``label_noise``: share of samples given a wrong label (a teacher whose data stops helping).
     ``reply_style``: ``json`` | ``fenced`` (code fence) | ``prose`` (text around the JSON).
@@ -29,9 +28,9 @@ class ScriptedTeacher(Backend):
     name = "scripted"
 
     def __init__(self, model: str = "scripted-v1", label_noise: float = 0.0, reply_style: str = "json",
-                 zero_shot_accuracy: float = 1.0, weak_fraction: float = 0.34):
+                 zero_shot_accuracy: float = 1.0, floor: float = 0.2):
         self.model, self.label_noise, self.reply_style = model, label_noise, reply_style
-        self.zero_shot_accuracy, self.weak_fraction = zero_shot_accuracy, weak_fraction
+        self.zero_shot_accuracy, self.floor = zero_shot_accuracy, floor
         self.taxonomy: list[str] = []
         self.by_label: dict[str, list[str]] = {}
         self.known: dict[str, str] = {}
@@ -72,12 +71,11 @@ class ScriptedTeacher(Backend):
             report = {row["label"]: float(row["f1"]) for row in REPORT_ROW.finditer(prompt)
                       if row["label"] in self.by_label}
             targets = [c for c in self.taxonomy if self.by_label[c]]
-            if report:
-                ranked = sorted((c for c in targets if c in report), key=lambda c: (report[c], c))
-                targets = ranked[:max(1, math.ceil(len(ranked) * self.weak_fraction))] or targets
+            # weak classes get more samples: weight 1 - F1 (+ a floor so no class starves)
+            weights = [1.0 - report.get(c, 0.0) + self.floor for c in targets] if report else None
             payload = []
             for _ in range(asked):
-                label = rng.choice(targets)
+                label = rng.choices(targets, weights)[0]
                 text = rng.choice(self.by_label[label])
                 if rng.random() < self.label_noise:
                     label = rng.choice([c for c in self.taxonomy if c != label])
