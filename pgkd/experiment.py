@@ -8,16 +8,27 @@ import time
 from pathlib import Path
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from pgkd.config import read_json, save_config, to_plain, write_json
-from pgkd.data import DatasetUnavailable, TextDataset
+from pgkd.data import DataError, DatasetUnavailable, TextDataset
 from pgkd.metrics import summary
 from pgkd.students import Student
 from pgkd.tracking import RunLoggers
 
 log = logging.getLogger(__name__)
+
+
+def load_data(cfg: DictConfig) -> TextDataset:
+    """Instantiate ``cfg.dataset``, re-raising data errors with their own type (Hydra wraps them)."""
+    try:
+        return instantiate(cfg.dataset)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, DataError):
+            raise error.__cause__ from None
+        raise
 
 
 def build_student(cfg: DictConfig, num_labels: int, run_dir: Path) -> Student:
@@ -63,7 +74,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     header = {"run_name": cfg.run_name, "dataset": cfg.dataset.name, "student": cfg.student.name,
               "method": cfg.pgkd.run_tag, "seed": int(cfg.seed), "n_annotated": int(cfg.dataset.n_annotated)}
     try:
-        data: TextDataset = instantiate(cfg.dataset)
+        data = load_data(cfg)
     except DatasetUnavailable as error:
         log.warning("skipping %s: %s", cfg.run_name, error)
         result = {**header, "status": "skipped", "reason": str(error)}

@@ -190,7 +190,7 @@ class PGKDCallback(pl.Callback):
             (step_dir / f"prompt_{call:02d}.txt").write_text(prompt_text)
             params = SamplingParams(temperature=settings.temperature, max_tokens=settings.max_tokens,
                                     seed=self.seed * 100_003 + step * 1_009 + call,
-                                    json_schema=generation_schema(data.taxonomy, n, settings.max_text_chars))
+                                    json_schema=generation_schema(data.taxonomy, n))
             reply = self.teacher.ask(messages, params, request_index=call, purpose=f"pgkd_step_{step}",
                                      accept=lambda text: parse_samples(text, self.labels).parsed)
             (step_dir / f"reply_{call:02d}.txt").write_text(reply.text)

@@ -15,18 +15,19 @@ def classification_metrics(gold: Sequence[int], pred: Sequence[int], taxonomy: S
 
     Macro/weighted F1 average over the classes present in ``gold`` or ``pred``, as scikit-learn's
     classification report does, so a 363-class taxonomy with 40 classes in a test split is not
-    scored on 323 empty classes.
+    scored on 323 empty classes. A prediction of -1 (an unusable LLM answer) counts as wrong.
     """
     gold, pred = np.asarray(gold), np.asarray(pred)
     labels = np.arange(len(taxonomy))
+    present = np.union1d(gold, pred[pred >= 0])
     precision, recall, f1, support = precision_recall_fscore_support(
         gold, pred, labels=labels, zero_division=0
     )
     metrics = {
         "n": int(len(gold)),
         "accuracy": float(accuracy_score(gold, pred)),
-        "macro_f1": float(f1_score(gold, pred, average="macro", zero_division=0)),
-        "weighted_f1": float(f1_score(gold, pred, average="weighted", zero_division=0)),
+        "macro_f1": float(f1_score(gold, pred, labels=present, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(gold, pred, labels=present, average="weighted", zero_division=0)),
         "per_class": {
             name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
             for name, p, r, f, s in zip(taxonomy, precision, recall, f1, support)

@@ -44,13 +44,15 @@ def validation_report(metrics: Mapping) -> str:
     return "\n".join(rows)
 
 
-def generation_schema(taxonomy: Sequence[str], n_samples: int, max_chars: int) -> dict:
+def generation_schema(taxonomy: Sequence[str], n_samples: int) -> dict:
     """JSON schema of a reply: exactly ``n_samples`` objects ``{text, label ∈ taxonomy}``."""
     return {
         "type": "array", "minItems": n_samples, "maxItems": n_samples,
         "items": {
             "type": "object",
-            "properties": {"text": {"type": "string", "minLength": 1, "maxLength": max_chars},
+            # no maxLength: llama.cpp expands it into a grammar with one rule per character;
+            # over-long texts are rejected by the parser instead
+            "properties": {"text": {"type": "string", "minLength": 1},
                            "label": {"type": "string", "enum": list(taxonomy)}},
             "required": ["text", "label"],
         },

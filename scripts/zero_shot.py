@@ -1,0 +1,28 @@
+"""The teacher LLM as a zero-shot classifier on a test split (paper Appendix A.2).
+
+    python scripts/zero_shot.py dataset=huffpost teacher=bedrock limit=1000
+    python scripts/zero_shot.py -m dataset=ag_news,huffpost teacher=llamacpp limit=200
+"""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("PGKD_ROOT", str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+import pgkd.config  # noqa: E402,F401
+from pgkd.zero_shot import run  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="zero_shot")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    run(cfg, HydraConfig.get().runtime.output_dir)
+
+
+if __name__ == "__main__":
+    main()

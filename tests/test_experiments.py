@@ -1,0 +1,108 @@
+"""Paper experiments: every experiment config composes and runs tiny, a real multirun sweep
+skips unavailable datasets and resumes, the zero-shot baseline parses bad answers, and the
+tables aggregate known numbers correctly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pgkd.experiment import run
+from pgkd.parsing import LabelMap
+from pgkd.results import load_runs, table2, table4, write_tables
+from pgkd.zero_shot import parse_answer
+from tests.conftest import ROOT
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e != "zero_shot"])
+def test_every_experiment_runs_tiny(compose, tmp_path, experiment):
+    cfg = compose(f"experiment={experiment}", "debug=fdr", "pgkd.num_kd_steps=1")
+    assert cfg.task_name == "debug"  # debug overrides come last
+    metrics = run(cfg, tmp_path)
+    assert metrics["status"] == "finished" and 0 <= metrics["test"]["accuracy"] <= 1
+
+
+def test_multirun_sweep_skips_missing_datasets_and_resumes(tmp_path):
+    command = [sys.executable, str(ROOT / "scripts" / "run.py"), "-m", "experiment=table2", "debug=fdr",
+               "pgkd.num_kd_steps=1", "dataset=ag_news,yahoo_answers",
+               "seed=0", f"paths.log_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}",
+               "dataset.hub_id=null"]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    runs = {p.parent.relative_to(tmp_path / "multirun").as_posix(): json.loads(p.read_text())
+            for p in (tmp_path / "multirun").rglob("metrics.json")}
+    assert len(runs) == 4
+    statuses = {name.split("/")[1] + ":" + run["method"]: run["status"] for name, run in runs.items()}
+    assert statuses == {"ag_news:baseline": "finished", "ag_news:pgkd-scripted-full": "finished",
+                        "yahoo_answers:baseline": "skipped", "yahoo_answers:pgkd-scripted-full": "skipped"}
+    second = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0 and (second.stdout + second.stderr).count("already finished") == 2
+
+
+def test_zero_shot_counts_unusable_answers_as_wrong(compose, tmp_path):
+    from pgkd.zero_shot import run as run_zero_shot
+
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose("zero_shot", overrides=["teacher=scripted", "teacher.backend.zero_shot_accuracy=0.6",
+                                                    "limit=120", f"paths.cache_dir={tmp_path}"])
+    metrics = run_zero_shot(cfg, tmp_path / "zs")
+    assert metrics["n_evaluated"] == 120 and metrics["invalid_rate"] == 0
+    assert 0.45 < metrics["test"]["accuracy"] < 0.75
+    lines = (tmp_path / "zs" / "predictions.jsonl").read_text().splitlines()
+    assert len(lines) == 120
+    # resuming reads the answers back instead of asking again
+    (tmp_path / "zs" / "metrics.json").unlink()
+    again = run_zero_shot(cfg, tmp_path / "zs")
+    assert again["test"]["accuracy"] == metrics["test"]["accuracy"] and again["teacher"]["calls"] == 120
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ('{"class_label": 1, "class_names": "Sports"}', "Sports"),
+    ('```json\n{"class_label": 3, "class_names": "sci/tech"}\n```', "Sci/Tech"),
+    ('The answer is {"class_names": "Business"}.', "Business"),
+    ('{"class_label": 0}', "World"),
+    ("World", "World"),
+    ('{"class_names": "Cooking"}', None),
+    ("I think it's about sports and business.", None),
+    ("", None),
+])
+def test_zero_shot_answer_parsing(reply, expected):
+    assert parse_answer(reply, LabelMap(["World", "Sports", "Business", "Sci/Tech"])) == expected
+
+
+def synthetic_runs(folder, rng=np.random.default_rng(0)):
+    """Run files with known accuracies: baseline 0.80/0.82/0.84, PGKD 0.85/0.87/0.89."""
+    folder.mkdir(parents=True)
+    for seed, (base, kd) in enumerate([(0.80, 0.85), (0.82, 0.87), (0.84, 0.89)]):
+        for method, value in (("baseline", base), ("pgkd-scripted-full", kd), ("pgkd-scripted-no_validation", kd - 0.02)):
+            run = {"run_name": f"table2/ag_news/tiny/{method}/n1000/seed{seed}", "dataset": "ag_news",
+                   "method": method, "seed": seed, "n_annotated": 1000, "student": "tiny", "status": "finished",
+                   "teacher": {"model": "scripted-v1"}, "kd_steps": 2,
+                   "test": {"n": 500, "accuracy": value, "macro_f1": value - 0.01, "weighted_f1": value - 0.02}}
+            (folder / f"{method}-{seed}.json").write_text(json.dumps(run))
+
+
+def test_tables_aggregate_known_means_and_stds(tmp_path):
+    synthetic_runs(tmp_path / "runs")
+    runs = load_runs(tmp_path / "runs")
+    markdown, frame = table2(runs)
+    ag = frame[frame.dataset == "AG-news"].set_index("method")
+    assert ag.loc["student", "accuracy"] == "0.820 ± 0.020"
+    assert ag.loc["student + PGKD", "macro_f1"] == "0.860 ± 0.020"
+    assert ag.loc["student", "paper accuracy"] == "0.884" and ag.loc["teacher zero-shot", "accuracy"] == "not run"
+    assert "Student: tiny. Teacher: scripted-v1. KD steps: 2. Test texts per run: 500" in markdown
+    _, ablations = table4(runs)
+    assert ablations.set_index("method").loc["w/o Validation", "AG-news"] == "0.850 ± 0.020"
+    written = write_tables(tmp_path / "runs", tmp_path / "out")
+    assert {p.name for p in written} >= {"table2.md", "table2.csv", "table4.md", "table6.md", "fig3.png"}
+    assert (tmp_path / "out" / "fig3.png").stat().st_size > 10_000
+    assert pd.read_csv(tmp_path / "out" / "table2.csv").shape[0] == 12
