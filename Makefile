@@ -40,6 +40,40 @@ run: install teacher
 test: install
 	$(BIN)/pytest -q $(ARGS)
 
+# --- paper experiments: sweep (Hydra multirun), then aggregate into results/ ---------------
+# CPU-sized defaults, stated in each table's header; for the paper's protocol use e.g.
+#   make reproduce-table2 REPRO_STUDENT=bert_base REPRO_TEACHER=bedrock REPRO_ARGS="trainer=gpu" ZS_LIMIT=null
+REPRO_STUDENT ?= minilm_l6_frozen
+REPRO_TEACHER ?= llamacpp
+REPRO_ARGS ?= seed=0,1 pgkd.num_kd_steps=1 dataset.test_limit=500 pgkd.prompt_example_chars=200 pgkd.report_max_classes=40
+ZS_LIMIT ?= 50
+SWEEP = $(PY) scripts/run.py -m student=$(REPRO_STUDENT) teacher=$(REPRO_TEACHER) $(REPRO_ARGS)
+ZERO_SHOT = $(PY) scripts/zero_shot.py -m teacher=$(REPRO_TEACHER) limit=$(ZS_LIMIT) seed=0
+
+reproduce-table2: install teacher
+	$(SWEEP) experiment=table2
+	$(ZERO_SHOT) dataset=ag_news,yahoo_answers,huffpost,amzn_reviews
+	$(MAKE) tables
+
+reproduce-table3: install teacher
+	$(SWEEP) experiment=table3
+	$(ZERO_SHOT) dataset=imdb,inshorts
+	$(MAKE) tables
+
+reproduce-table4: install teacher
+	$(SWEEP) experiment=table4
+	$(MAKE) tables
+
+reproduce-table6: install teacher
+	$(SWEEP) experiment=table6
+	$(MAKE) tables
+
+tables: install
+	$(PY) scripts/make_tables.py --collect outputs/multirun outputs/runs
+
+bench: install
+	$(PY) scripts/bench_inference.py $(ARGS)
+
 test-all: install
 	$(BIN)/pytest -q -m "" $(ARGS)
 

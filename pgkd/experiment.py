@@ -96,4 +96,21 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     result = {**header, **result, "status": result.get("status", "finished")}
     result.setdefault("timing", {})["total_s"] = time.perf_counter() - started
     write_json(metrics_path, result)
+    log.info("summary of %s\n%s", run_dir, format_summary(result))
     return result
+
+
+def format_summary(result: dict) -> str:
+    """model_0 vs best test metrics and the per-step validation table of a run."""
+    lines = []
+    if "steps" in result:
+        lines.append("step  val_loss  val_acc  val_macroF1  accepted  rejected  calls  wall_s")
+        for s in result["steps"]:
+            rejected = sum(s.get("rejected", {}).values())
+            lines.append(f"{s['step']:>4}  {s['val_loss']:8.4f}  {s['val_accuracy']:7.3f}  {s['val_macro_f1']:11.3f}"
+                         f"  {s['accepted']:>8}  {rejected:>8}  {s['calls']:>5}  {s['wall_s']:6.1f}")
+        lines.append(f"model_0 test: {summary(result['model_0']['test'])}")
+        lines.append(f"best (step {result['best_step']}, stopped: {result['stopped']}) test: {summary(result['test'])}")
+    else:
+        lines.append(f"test: {summary(result['test'])}")
+    return "\n".join(lines)

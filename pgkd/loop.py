@@ -56,6 +56,7 @@ class PGKDSettings:
     max_text_chars: int = 2000
     near_duplicate_threshold: float = 0.8
     prompt_example_chars: int = 400
+    report_max_classes: int | None = None
     temperature: float = 1.0
     max_tokens: int = 4096
 
@@ -184,7 +185,7 @@ class PGKDCallback(pl.Callback):
                 report=val if settings.use_validation_report else None, correct=mined.correct,
                 misclassified=mined.misclassified,
                 hard_negatives=mined.hard_negatives if settings.use_hard_negatives else None,
-                max_chars=settings.prompt_example_chars)
+                max_chars=settings.prompt_example_chars, report_max_classes=settings.report_max_classes)
             prompt_text = "\n\n".join(f"[{m.role}]\n{m.content}" for m in messages)
             prompt_hash = hashlib.sha256(prompt_text.encode()).hexdigest()[:16]
             (step_dir / f"prompt_{call:02d}.txt").write_text(prompt_text)

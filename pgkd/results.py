@@ -116,7 +116,9 @@ def table2(runs: pd.DataFrame, datasets: Iterable[str] = ("ag_news", "yahoo_answ
            metrics: Iterable[str] = METRICS, paper: dict = PAPER_TABLE2, title: str = "Table 2") -> tuple[str, pd.DataFrame]:
     """Rows baseline / +PGKD (full) / teacher zero-shot per dataset; the paper's numbers beside."""
     metrics = list(metrics)
-    selected = runs[(runs.n_annotated.fillna(1000) == 1000) & runs.ablation.isin(["", "full"])]
+    # the ablation and sample-size sweeps have tables of their own
+    selected = runs[(runs.n_annotated.fillna(1000) == 1000) & runs.ablation.isin(["", "full"])
+                    & ~runs.task.isin(["table4", "table6"])]
     rows = []
     for dataset in datasets:
         for kind, label in (("baseline", "student"), ("pgkd", "student + PGKD"), ("zero_shot", "teacher zero-shot")):
