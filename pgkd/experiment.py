@@ -83,7 +83,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     header.update(n_classes=len(data.taxonomy), data_source=data.source,
                   sizes={"train": len(data.train), "val": len(data.val), "test": len(data.test)})
     student = build_student(cfg, len(data.taxonomy), run_dir)
-    loggers = RunLoggers(instantiate(cfg.logger), to_plain(cfg))
+    loggers = RunLoggers(instantiate(cfg.logger), to_plain(cfg), save_dir=str(run_dir))
     try:
         if cfg.pgkd.enabled:
             from pgkd.loop import run_pgkd_from_config

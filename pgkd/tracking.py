@@ -12,17 +12,21 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 class RunLoggers:
     """Built from the instantiated ``logger`` config group: a mapping of logger factories."""
 
-    def __init__(self, factories: Mapping[str, Callable[..., Logger]] | None, hparams: dict | None = None):
+    def __init__(self, factories: Mapping[str, Callable[..., Logger]] | None, hparams: dict | None = None,
+                 save_dir: str | None = None):
         factories = dict(factories or {})
+        self.save_dir = save_dir
         self.csv_factory = factories.pop("csv", None)
-        self.shared: list[Logger] = [factory() for factory in factories.values()]
+        where = {"save_dir": save_dir} if save_dir else {}
+        self.shared: list[Logger] = [factory(**where) for factory in factories.values()]
         for logger in self.shared:
             if hparams:
                 logger.log_hyperparams(hparams)
 
     def for_fit(self, name: str) -> list[Logger] | bool:
         """Loggers for one Lightning fit (a CSV log per fit + the shared run loggers)."""
-        loggers = ([self.csv_factory(version=name)] if self.csv_factory else []) + self.shared
+        where = {"save_dir": self.save_dir} if self.save_dir else {}
+        loggers = ([self.csv_factory(version=name, **where)] if self.csv_factory else []) + self.shared
         return loggers or False
 
     @property

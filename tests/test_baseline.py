@@ -28,7 +28,7 @@ def test_script_writes_metrics_json(tmp_path):
     assert metrics["test"]["n"] == 7600 and set(metrics["test"]["per_class"]) == {"World", "Sports", "Business", "Sci/Tech"}
     assert set(metrics["test"]["per_class"]["World"]) == {"precision", "recall", "f1", "support"}
     assert metrics["timing"]["total_s"] > 0
-    assert (out / "config.yaml").exists()
+    assert (out / "config.yaml").exists() and (out / "lightning" / "model_0" / "metrics.csv").exists()
 
 
 def test_tiny_baseline_learns_above_chance(compose, tmp_path):
@@ -72,3 +72,17 @@ def test_metrics_keep_absent_classes_and_compute_loss():
     assert metrics["accuracy"] == pytest.approx(2 / 3)
     assert metrics["loss"] == pytest.approx(-(np.log(.8) + np.log(.7) + np.log(.3)) / 3)
     assert metrics["macro_f1"] == pytest.approx((1 / 1.5 * 1 + 2 * 1 * .5 / 1.5) / 2)
+
+
+def test_wandb_offline_run_is_grouped_and_holds_no_secrets(compose, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-must-not-leak")
+    cfg = compose("debug=fdr", "logger=wandb", "pgkd.num_kd_steps=1", "+teacher.api_key=sk-ant-inline-secret")
+    assert cfg.logger.wandb.mode == "offline" and cfg.logger.wandb.group == "debug/ag_news"
+    run(cfg, tmp_path / "run")
+    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file() and "wandb" in p.as_posix()]
+    assert any(p.name.endswith(".wandb") for p in files)
+    for path in files:
+        blob = path.read_bytes()
+        assert b"sk-ant-inline-secret" not in blob and b"sk-ant-must-not-leak" not in blob

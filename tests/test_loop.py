@@ -208,3 +208,14 @@ def test_oof_mining_uses_held_out_predictions(compose, tmp_path):
     assert metrics["steps"][1]["mining"] == "oof"
     report = json.loads((tmp_path / "steps" / "step_01" / "report.json").read_text())
     assert report["counters"]["mining"] == "oof" and report["mined"]["misclassified"]
+
+
+def test_report_can_list_only_the_weakest_classes():
+    from pgkd.prompt import validation_report
+
+    per_class = {f"c{i}": {"precision": 1.0, "recall": 1.0, "f1": i / 10, "support": 2} for i in range(10)}
+    per_class["c9"]["support"] = 0
+    report = validation_report({"accuracy": 0.5, "macro_f1": 0.4, "per_class": per_class}, max_classes=3)
+    rows = [line.split(" | ")[0] for line in report.splitlines() if line.startswith("c")]
+    assert rows == ["c0", "c1", "c2"] and "lowest F1 of 10" in report
+    assert len(validation_report({"accuracy": 0.5, "macro_f1": 0.4, "per_class": per_class}).splitlines()) == 13

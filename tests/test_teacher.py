@@ -293,3 +293,21 @@ def test_ask_many_keeps_order_with_concurrency(tmp_path, anthropic_key):
     assert [r.request_index for r in replies] == list(range(8))
     assert len(server.requests) == 8 and elapsed < 8 * 0.3 * 0.6  # ran in parallel
     assert json.loads((tmp_path / "ledger.jsonl").read_text().splitlines()[0])["backend"] == "anthropic"
+
+
+def test_hf_backend_generates_with_a_chat_template(tmp_path):
+    """A tiny random causal LM saved locally stands in for a hub model."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from pgkd.students.encoders import MINILM, resolve
+    from pgkd.teacher import HFBackend
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve(MINILM))
+    tokenizer.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=tokenizer.vocab_size, n_embd=32, n_layer=1, n_head=2, n_positions=256))
+    model.save_pretrained(tmp_path / "lm")
+    tokenizer.save_pretrained(tmp_path / "lm")
+    client = client_for(HFBackend(str(tmp_path / "lm"), dtype="float32"), tmp_path)
+    reply = client.ask(MESSAGES, SamplingParams(temperature=1.0, max_tokens=12, seed=3))
+    assert reply.output_tokens == 12 and reply.input_tokens > 10 and reply.backend == "hf"
+    assert client.ask(MESSAGES, SamplingParams(temperature=1.0, max_tokens=12, seed=3)).cache_hit
