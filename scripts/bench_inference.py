@@ -40,7 +40,8 @@ def run(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if {"onnx_fp32", "onnx_int8"} & set(cfg.backends):
-        onnx_path = bench.export_onnx(pipeline, out_dir / f"{trained.student.name}.onnx", tokenizer)
+        onnx_dir = Path(tempfile.mkdtemp(prefix="pgkd-onnx-"))  # models stay out of results/
+        onnx_path = bench.export_onnx(pipeline, onnx_dir / f"{trained.student.name}.onnx", tokenizer)
         if "onnx_fp32" in cfg.backends:
             backends.append(bench.onnx_backend(onnx_path, cfg.cpu_threads))
         if "onnx_int8" in cfg.backends:
