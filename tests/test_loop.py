@@ -219,3 +219,21 @@ def test_report_can_list_only_the_weakest_classes():
     rows = [line.split(" | ")[0] for line in report.splitlines() if line.startswith("c")]
     assert rows == ["c0", "c1", "c2"] and "lowest F1 of 10" in report
     assert len(validation_report({"accuracy": 0.5, "macro_f1": 0.4, "per_class": per_class}).splitlines()) == 13
+
+
+@pytest.mark.parametrize("warm_start, initialisations", [(True, 1), (False, 3)])
+def test_warm_start_continues_from_the_previous_step(compose, tmp_path, warm_start, initialisations):
+    cfg = compose(*TINY, "dataset.n_annotated=120", "trainer.max_epochs=1", f"student.warm_start={warm_start}")
+    from hydra.utils import instantiate
+
+    data = instantiate(cfg.dataset)
+    student = build_student(cfg, len(data.taxonomy), tmp_path)
+    created = []
+    original = student.new_module
+    student.new_module = lambda: created.append(1) or original()
+    teacher = TeacherClient(ScriptedTeacher(), CostLedger(tmp_path / "l.jsonl"))
+    teacher.backend.bind_dataset(data)
+    metrics = run_pgkd(data, student, teacher, PGKDSettings(num_kd_steps=2, samples_per_step=8, samples_per_call=8),
+                       OmegaConf.to_container(cfg.prompt), tmp_path)
+    assert len(metrics["steps"]) == 3 and len(created) == initialisations
+    assert (tmp_path / "last_model.pt").exists() == warm_start
