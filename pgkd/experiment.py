@@ -31,6 +31,26 @@ def load_data(cfg: DictConfig) -> TextDataset:
         raise
 
 
+def open_run(cfg: DictConfig, run_dir: Path, header: dict) -> tuple[TextDataset | None, dict | None]:
+    """(data, None) for a run to do; (None, metrics) for one that finished or was skipped before
+    (unless ``cfg.force``) or whose dataset is unavailable (recorded as skipped, not a crash)."""
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.exists() and not cfg.get("force", False):
+        previous = read_json(metrics_path)
+        if previous.get("status") in ("finished", "skipped"):
+            log.info("%s: already %s (force=true to redo)", run_dir, previous["status"])
+            return None, previous
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    try:
+        return load_data(cfg), None
+    except DatasetUnavailable as error:
+        log.warning("skipping %s: %s", cfg.run_name, error)
+        result = {**header, "status": "skipped", "reason": str(error)}
+        write_json(metrics_path, result)
+        return None, result
+
+
 def build_student(cfg: DictConfig, num_labels: int, run_dir: Path) -> Student:
     """Instantiate ``cfg.student`` with the trainer and early-stopping factories of the config."""
     callbacks = instantiate(cfg.callbacks)
@@ -60,26 +80,14 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     ``cfg.force``; an unfinished PGKD run resumes after its last finished KD step.
     """
     run_dir = Path(run_dir or cfg.paths.output_dir)
-    metrics_path = run_dir / "metrics.json"
-    if metrics_path.exists() and not cfg.get("force", False):
-        previous = read_json(metrics_path)
-        if previous.get("status") in ("finished", "skipped"):
-            log.info("%s: already %s (force=true to redo)", run_dir, previous["status"])
-            return previous
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
     started = time.perf_counter()
     header = {"run_name": cfg.run_name, "dataset": cfg.dataset.name, "student": cfg.student.name,
               "method": cfg.pgkd.run_tag, "seed": int(cfg.seed), "n_annotated": int(cfg.dataset.n_annotated)}
-    try:
-        data = load_data(cfg)
-    except DatasetUnavailable as error:
-        log.warning("skipping %s: %s", cfg.run_name, error)
-        result = {**header, "status": "skipped", "reason": str(error)}
-        write_json(metrics_path, result)
-        return result
+    data, done = open_run(cfg, run_dir, header)
+    if done is not None:
+        return done
     header.update(n_classes=len(data.taxonomy), data_source=data.source,
                   sizes={"train": len(data.train), "val": len(data.val), "test": len(data.test)})
     student = build_student(cfg, len(data.taxonomy), run_dir)
@@ -95,7 +103,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
         loggers.finish()
     result = {**header, **result, "status": result.get("status", "finished")}
     result.setdefault("timing", {})["total_s"] = time.perf_counter() - started
-    write_json(metrics_path, result)
+    write_json(run_dir / "metrics.json", result)
     log.info("summary of %s\n%s", run_dir, format_summary(result))
     return result
 

@@ -11,9 +11,9 @@ from typing import Mapping
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from pgkd.config import read_json, save_config, write_json
-from pgkd.data import DatasetUnavailable, TextDataset
-from pgkd.experiment import load_data
+from pgkd.config import write_json
+from pgkd.data import TextDataset
+from pgkd.experiment import open_run
 from pgkd.metrics import classification_metrics, summary
 from pgkd.parsing import LabelMap, as_items, extract_json
 from pgkd.prompt import build_zero_shot_messages
@@ -87,25 +87,14 @@ def run_zero_shot(data: TextDataset, teacher: TeacherClient, prompt_cfg: Mapping
 def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     """Hydra entry (``scripts/zero_shot.py``): the composed ``zero_shot`` config in, metrics.json out."""
     run_dir = Path(run_dir or cfg.paths.output_dir)
-    metrics_path = run_dir / "metrics.json"
-    if metrics_path.exists() and not cfg.get("force", False):
-        previous = read_json(metrics_path)
-        if previous.get("status") in ("finished", "skipped"):
-            return previous
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
     header = {"run_name": cfg.run_name, "dataset": cfg.dataset.name, "method": f"zero_shot-{cfg.teacher.name}",
               "seed": int(cfg.seed), "n_annotated": int(cfg.dataset.n_annotated)}
-    try:
-        data = load_data(cfg)
-    except DatasetUnavailable as error:
-        log.warning("skipping %s: %s", cfg.run_name, error)
-        result = {**header, "status": "skipped", "reason": str(error)}
-        write_json(metrics_path, result)
-        return result
+    data, done = open_run(cfg, run_dir, header)
+    if done is not None:
+        return done
     teacher = build_teacher(cfg.teacher, run_dir / "teacher_ledger.jsonl", dataset=data)
     result = run_zero_shot(data, teacher, OmegaConf.to_container(cfg.prompt, resolve=True), run_dir,
                            cfg.get("limit"), int(cfg.seed), int(cfg.get("max_tokens", 64)))
     result = {**header, "n_classes": len(data.taxonomy), **result, "status": "finished"}
-    write_json(metrics_path, result)
+    write_json(run_dir / "metrics.json", result)
     return result

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from pgkd.experiment import build_student, run
 from pgkd.loop import PGKDSettings, run_pgkd
 from pgkd.prompt import build_pgkd_messages
-from pgkd.teacher import BudgetExceeded, CostLedger, Prices, ScriptedTeacher, TeacherClient
+from pgkd.teacher import CostLedger, ScriptedTeacher, TeacherClient
 
 TINY = ("student=tiny", "teacher=scripted", "trainer.max_epochs=6", "student.lr=3e-3", "dataset.test_limit=300")
 
@@ -64,7 +64,6 @@ def test_metrics_json_holds_per_step_records_and_both_test_results(behavioural_r
 
 def test_best_model_is_restored_for_testing(behavioural_run, tmp_path):
     cfg, out, metrics = behavioural_run
-    from pgkd.data import load_dataset
     from hydra.utils import instantiate
 
     data = instantiate(cfg.dataset)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 import time
 
-from pgkd.teacher.base import (Backend, Message, Reply, SamplingParams, TeacherAuthError,
-                               TeacherRequestError, TransientTeacherError)
-from pgkd.teacher.http_errors import retry_after_of
+from pgkd.teacher.base import Backend, Message, Reply, SamplingParams, TeacherAuthError
+from pgkd.teacher.http_errors import malformed_reply, sdk_errors
 
 
 class AnthropicBackend(Backend):
@@ -45,30 +44,11 @@ class AnthropicBackend(Backend):
         sampling = {"temperature": params.temperature, "top_p": params.top_p}
         kwargs["extra_body"] = {k: v for k, v in sampling.items() if v is not None}
         started = time.perf_counter()
-        try:
+        with sdk_errors(anthropic, "anthropic", self.api_key_env, self.timeout_s):
             response = self.client().messages.create(**kwargs)
-        except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as error:
-            raise TeacherAuthError(
-                f"anthropic: HTTP {error.status_code} {error.message}; check {self.api_key_env}"
-            ) from error
-        except (anthropic.RateLimitError, anthropic.InternalServerError) as error:
-            raise TransientTeacherError(f"anthropic: HTTP {error.status_code} after SDK retries",
-                                        retry_after_of(error.response)) from error
-        except anthropic.APITimeoutError as error:
-            raise TransientTeacherError(f"anthropic: timed out after {self.timeout_s}s") from error
-        except anthropic.APIConnectionError as error:
-            raise TransientTeacherError(f"anthropic: connection failed: {error}") from error
-        except anthropic.APIStatusError as error:
-            if error.status_code >= 500:
-                raise TransientTeacherError(f"anthropic: HTTP {error.status_code}") from error
-            raise TeacherRequestError(f"anthropic: HTTP {error.status_code} {error.message}") from error
-        except (anthropic.APIResponseValidationError, ValueError) as error:
-            raise TransientTeacherError(f"anthropic: malformed response body: {error}") from error
-        try:
+        with malformed_reply("anthropic"):
             text = "".join(block.text for block in response.content if getattr(block, "type", "") == "text")
             usage = response.usage
             return Reply(text=text, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
                          latency_s=time.perf_counter() - started, model=response.model or self.model,
                          backend=self.name)
-        except (AttributeError, TypeError) as error:
-            raise TransientTeacherError(f"anthropic: malformed response body: {error}") from error

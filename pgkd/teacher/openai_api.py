@@ -6,9 +6,8 @@ from __future__ import annotations
 import os
 import time
 
-from pgkd.teacher.base import (Backend, Message, Reply, SamplingParams, TeacherAuthError,
-                               TeacherRequestError, TransientTeacherError)
-from pgkd.teacher.http_errors import retry_after_of
+from pgkd.teacher.base import Backend, Message, Reply, SamplingParams, TeacherAuthError
+from pgkd.teacher.http_errors import malformed_reply, sdk_errors
 
 
 class OpenAIBackend(Backend):
@@ -52,31 +51,12 @@ class OpenAIBackend(Backend):
             kwargs["response_format"] = {"type": "json_schema",
                                          "json_schema": {"name": "reply", "schema": schema}}
         started = time.perf_counter()
-        try:
+        with sdk_errors(openai, f"openai ({self.base_url or 'api.openai.com'})", self.api_key_env, self.timeout_s):
             response = self.client().chat.completions.create(**kwargs)
-        except (openai.AuthenticationError, openai.PermissionDeniedError) as error:
-            raise TeacherAuthError(
-                f"openai ({self.base_url or 'api.openai.com'}): HTTP {error.status_code}; check {self.api_key_env}"
-            ) from error
-        except (openai.RateLimitError, openai.InternalServerError) as error:
-            raise TransientTeacherError(f"openai: HTTP {error.status_code} after SDK retries",
-                                        retry_after_of(error.response)) from error
-        except openai.APITimeoutError as error:
-            raise TransientTeacherError(f"openai: timed out after {self.timeout_s}s") from error
-        except openai.APIConnectionError as error:
-            raise TransientTeacherError(f"openai ({self.base_url}): connection failed: {error}") from error
-        except openai.APIStatusError as error:
-            if error.status_code >= 500:
-                raise TransientTeacherError(f"openai: HTTP {error.status_code}") from error
-            raise TeacherRequestError(f"openai: HTTP {error.status_code} {error.message}") from error
-        except (openai.APIResponseValidationError, ValueError) as error:
-            raise TransientTeacherError(f"openai: malformed response body: {error}") from error
-        try:
+        with malformed_reply("openai"):
             usage = response.usage
             return Reply(text=response.choices[0].message.content or "",
                          input_tokens=getattr(usage, "prompt_tokens", 0) or 0,
                          output_tokens=getattr(usage, "completion_tokens", 0) or 0,
                          latency_s=time.perf_counter() - started, model=response.model or self.model,
                          backend=self.name)
-        except (AttributeError, IndexError, TypeError) as error:
-            raise TransientTeacherError(f"openai: malformed response body: {error}") from error
