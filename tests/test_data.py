@@ -99,3 +99,20 @@ def test_unknown_label_in_ids_is_named():
 def test_no_local_copy_and_no_hub_is_unavailable(tmp_path):
     with pytest.raises(DatasetUnavailable, match="yahoo_answers"):
         load_dataset("yahoo_answers", tmp_path, hub_id="community-datasets/yahoo_answers_topics")
+
+
+def test_hub_path_maps_class_ids_to_names(tmp_path):
+    """The `datasets.load_dataset` path, fed a local folder laid out like a hub repo."""
+    import datasets
+
+    features = datasets.Features({"title": datasets.Value("string"), "body": datasets.Value("string"),
+                                  "topic": datasets.ClassLabel(names=["Sports", "Politics"])})
+    (tmp_path / "repo" / "data").mkdir(parents=True)
+    for split, n in (("train", 60), ("test", 20)):
+        rows = {"title": [f"{split} title {i}" for i in range(n)], "body": [f"body {i}" for i in range(n)],
+                "topic": [i % 2 for i in range(n)]}
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(tmp_path / "repo" / "data" / f"{split}-00000.parquet")
+    data = load_dataset("mine", tmp_path / "no-local-copy", n_annotated=50, seed=1, hub_id=str(tmp_path / "repo"),
+                        hub_text_columns=["title", "body"], hub_label_column="topic")
+    assert data.taxonomy == ["Politics", "Sports"] and data.source.startswith("hub ")
+    assert data.test.text[0] == "test title 0. body 0" and data.test.label[0] == "Sports"
