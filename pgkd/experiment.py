@@ -37,7 +37,7 @@ def open_run(cfg: DictConfig, run_dir: Path, header: dict) -> tuple[TextDataset 
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists() and not cfg.get("force", False):
         previous = read_json(metrics_path)
-        if previous.get("status") in ("finished", "skipped"):
+        if previous.get("status") in ("finished", "skipped") and previous.get("stopped") != "budget":
             log.info("%s: already %s (force=true to redo)", run_dir, previous["status"])
             return None, previous
     run_dir.mkdir(parents=True, exist_ok=True)

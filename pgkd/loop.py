@@ -88,6 +88,8 @@ class PGKDCallback(pl.Callback):
                 )
             self.history = pd.read_csv(self.history_path, keep_default_na=False).head(self.state["history_len"])
             log.info("resuming %s at KD step %d (history %d rows)", self.run_dir, self.state["step"], len(self.history))
+            if self.state["stopped"] == "budget":  # re-run (with a larger budget): ask again, then go on
+                self.state["stopped"] = None
         else:
             self.state = {"fingerprint": run_fingerprint, "step": 0, "best_step": None, "best_val_loss": None,
                           "patience_counter": 0, "stopped": None, "steps": [], "pending": None,
@@ -144,11 +146,8 @@ class PGKDCallback(pl.Callback):
         if not self.should_stop:
             if self.student.warm_start:
                 self.student.save(self.run_dir / "last_model.pt")
-            try:
-                self.state["pending"] = self.teacher_step(step + 1, val)
-            except BudgetExceeded as error:
-                log.warning("stopping: %s", error)
-                self.state["stopped"] = "budget"
+            self.state["last_val"] = val
+            self.ask_teacher(step + 1)
         record["wall_s"] = time.perf_counter() - started + (fit_info or {}).get("wall_s", 0.0)
         self.state["steps"].append(record)
         self.state["step"] = step + 1
@@ -157,6 +156,20 @@ class PGKDCallback(pl.Callback):
                                   if isinstance(v, (int, float)) and not isinstance(v, bool)})
         self.loggers.log_table("kd/per_class_f1", pd.DataFrame(
             [{"step": r["step"], "label": k, "f1": v} for r in self.state["steps"] for k, v in r["per_class_f1"].items()]))
+
+    def ask_teacher(self, step: int) -> None:
+        """The teacher step for ``step``; a budget stop leaves the run resumable at this point."""
+        try:
+            self.state["pending"] = self.teacher_step(step, self.state["last_val"])
+        except BudgetExceeded as error:
+            log.warning("stopping: %s", error)
+            self.state["stopped"] = "budget"
+            self.student.save(self.run_dir / "last_model.pt")  # the model to mine from on resume
+
+    @property
+    def awaits_teacher(self) -> bool:
+        """Resumed after a budget stop: the samples for the next fit were never generated."""
+        return self.step > 0 and not self.should_stop and self.state["pending"] is None
 
     def teacher_step(self, step: int, val: dict) -> dict:
         """Mine, prompt, parse and add up to ``samples_per_step`` new samples; return the counters."""
@@ -280,6 +293,10 @@ def run_pgkd(data: TextDataset, student: Student, teacher: TeacherClient, settin
     if callback.step > 0 and student.warm_start and (Path(run_dir) / "last_model.pt").exists():
         student.load(Path(run_dir) / "last_model.pt")
     student.seed = seed  # every fit starts from the same initialisation: steps differ by data only
+    if callback.awaits_teacher:
+        student.load(Path(run_dir) / "last_model.pt")
+        callback.ask_teacher(callback.step)
+        callback.save_state()
     while not callback.should_stop:
         texts, labels = callback.training_data()
         started = time.perf_counter()

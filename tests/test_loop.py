@@ -189,15 +189,20 @@ def test_resume_refuses_a_run_dir_with_another_config(compose, tmp_path):
 
 
 def test_budget_stops_the_run_cleanly_with_state_saved(compose, tmp_path):
-    cfg = compose(*TINY, "dataset.n_annotated=120", "pgkd.num_kd_steps=5", "pgkd.samples_per_step=8",
-                  "trainer.max_epochs=1", "teacher.budget_usd=0.1", "pgkd.max_tokens=1000",
-                  "teacher.prices.input_per_mtok=10", "teacher.prices.output_per_mtok=20")
+    cfg_overrides = (*TINY, "dataset.n_annotated=120", "pgkd.num_kd_steps=5", "pgkd.samples_per_step=8",
+                     "trainer.max_epochs=1", "teacher.budget_usd=0.1", "pgkd.max_tokens=1000",
+                     "teacher.prices.input_per_mtok=10", "teacher.prices.output_per_mtok=20")
+    cfg = compose(*cfg_overrides)
     metrics = run(cfg, tmp_path)
     assert metrics["stopped"] == "budget" and metrics["status"] == "finished"
     ledger = CostLedger(tmp_path / "teacher_ledger.jsonl")
     assert 0 < ledger.spent() <= 0.1 and len(metrics["steps"]) < 6
     assert metrics["teacher"]["cost_usd"] == pytest.approx(ledger.spent())
     assert sum(s["cost_usd"] for s in metrics["steps"]) == pytest.approx(ledger.spent())
+    # a larger budget lets the same command go on from where it stopped
+    more = run(compose(*[o for o in cfg_overrides if "budget" not in o], "teacher.budget_usd=10"), tmp_path)
+    assert more["stopped"] == "max_steps" and len(more["steps"]) == 6
+    assert [s["step"] for s in more["steps"][:len(metrics["steps"])]] == [s["step"] for s in metrics["steps"]]
 
 
 def test_oof_mining_uses_held_out_predictions(compose, tmp_path):
