@@ -95,5 +95,5 @@ def build_pgkd_messages(prompt_cfg: Mapping, *, taxonomy: Sequence[str], fewshot
 def build_zero_shot_messages(prompt_cfg: Mapping, taxonomy: Sequence[str], text: str) -> list[Message]:
     """The Appendix A.2 prompt for one text."""
     cfg = prompt_cfg["zero_shot"]
-    user = render(cfg["user"], taxonomy="\n".join(taxonomy), text=text, example_label=taxonomy[0])
+    user = render(cfg["user"], taxonomy="\n".join(taxonomy), text=text)
     return ([Message("system", cfg["system"])] if cfg.get("system") else []) + [Message("user", user)]

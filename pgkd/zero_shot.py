@@ -23,9 +23,11 @@ log = logging.getLogger(__name__)
 
 
 def answer_schema(taxonomy) -> dict:
-    return {"type": "object", "properties": {"class_label": {"type": "integer"},
-                                             "class_names": {"type": "string", "enum": list(taxonomy)}},
-            "required": ["class_label", "class_names"]}
+    # the name comes first: constrained decoding writes fields in schema order, and a small model
+    # that must commit to an index first copies the prompt's example index
+    return {"type": "object", "properties": {"class_names": {"type": "string", "enum": list(taxonomy)},
+                                             "class_label": {"type": "integer"}},
+            "required": ["class_names", "class_label"]}
 
 
 def parse_answer(reply: str, labels: LabelMap) -> str | None:
