@@ -77,12 +77,12 @@ def test_metrics_keep_absent_classes_and_compute_loss():
 def test_wandb_offline_run_is_grouped_and_holds_no_secrets(compose, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-must-not-leak")
-    cfg = compose("debug=fdr", "logger=wandb", "pgkd.num_kd_steps=1", "+teacher.api_key=sk-ant-inline-secret")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "fake-key-must-not-leak")
+    cfg = compose("debug=fdr", "logger=wandb", "pgkd.num_kd_steps=1", "+teacher.api_key=fake-key-inline-secret")
     assert cfg.logger.wandb.mode == "offline" and cfg.logger.wandb.group == "debug/ag_news"
     run(cfg, tmp_path / "run")
     files = [p for p in (tmp_path / "run").rglob("*") if p.is_file() and "wandb" in p.as_posix()]
     assert any(p.name.endswith(".wandb") for p in files)
     for path in files:
         blob = path.read_bytes()
-        assert b"sk-ant-inline-secret" not in blob and b"sk-ant-must-not-leak" not in blob
+        assert b"fake-key-inline-secret" not in blob and b"fake-key-must-not-leak" not in blob

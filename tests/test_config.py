@@ -90,8 +90,8 @@ def test_run_dirs_differ_by_method_seed_and_size(compose):
 
 
 def test_saved_config_has_no_secrets(compose, tmp_path, monkeypatch):
-    cfg = compose("teacher=anthropic", "+teacher.backend.api_key=sk-ant-verysecret")
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fromenv")
+    cfg = compose("teacher=anthropic", "+teacher.backend.api_key=fake-key-verysecret")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "fake-key-fromenv")
     save_config(cfg, tmp_path / "config.yaml")
     text = (tmp_path / "config.yaml").read_text()
     assert "verysecret" not in text and "fromenv" not in text and REDACTED in text

@@ -33,7 +33,7 @@ def client_for(backend, tmp_path, **kwargs) -> TeacherClient:
 
 @pytest.fixture
 def anthropic_key(monkeypatch):
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "fake-key-test-key")
 
 
 # -- Anthropic Messages API -------------------------------------------------------------------
@@ -49,7 +49,7 @@ def test_anthropic_success_reports_provider_usage_and_cost(tmp_path, anthropic_k
     sent = server.requests[0]
     assert sent["path"] == "/v1/messages"
     auth = sent["headers"].get("x-api-key") or sent["headers"]["authorization"]
-    assert auth.endswith("sk-ant-test-key")  # header name depends on the SDK version
+    assert auth.endswith("fake-key-test-key")  # header name depends on the SDK version
     assert sent["json"]["system"] == "You write data." and sent["json"]["temperature"] == 0.7
     assert sent["json"]["messages"] == [{"role": "user", "content": "Give me 2 samples."}]
 
@@ -105,7 +105,7 @@ def test_anthropic_auth_failure_names_the_env_var_and_is_not_retried(tmp_path, a
         with pytest.raises(TeacherAuthError, match="ANTHROPIC_API_KEY"):
             client.ask(MESSAGES, PARAMS)
     assert len(server.requests) == 1
-    assert "sk-ant-test-key" not in (tmp_path / "ledger.jsonl").read_text()
+    assert "fake-key-test-key" not in (tmp_path / "ledger.jsonl").read_text()
 
 
 def test_anthropic_missing_key_is_a_clear_error(tmp_path, monkeypatch):
