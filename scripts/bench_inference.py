@@ -69,6 +69,9 @@ def run(cfg: DictConfig) -> dict:
     if cfg.zero_shot_run:
         zero_shot = json.loads((Path(cfg.zero_shot_run) / "metrics.json").read_text())
         llm = {"teacher": zero_shot["teacher"]["model"], **zero_shot["per_batch_of_64"]}
+        reference = cfg.llm_reference_prices
+        llm["reference"] = {"name": reference.name, "cost_usd": (llm["input_tokens"] * reference.input_per_mtok
+                                                                 + llm["output_tokens"] * reference.output_per_mtok) / 1e6}
     result = {"run_dir": str(run_dir), "student": trained.student.name, "dataset": trained.dataset.name,
               "texts": len(texts), "max_length": max_length, "padding": "dynamic, length-sorted batches"
               if cfg.sort_by_length else "dynamic", "cpu_threads": cfg.cpu_threads,
@@ -98,6 +101,11 @@ def render(result: dict) -> str:
                       f"{llm['sequential_latency_s'] / best['p50_s']:.0f}× faster"
                       + (f" and {llm['cost_usd'] / best['cost_per_batch_usd']:.0f}× cheaper." if llm["cost_usd"] else
                          " (the local LLM has no API price).")]
+        if llm.get("reference"):
+            ref = llm["reference"]
+            lines.append(f"The same tokens ({llm['input_tokens']:.0f} in / {llm['output_tokens']:.0f} out per 64 texts) at "
+                         f"{ref['name']} prices: ${ref['cost_usd']:.4f} per batch, "
+                         f"{ref['cost_usd'] / best['cost_per_batch_usd']:.0f}× the fastest student's cost.")
     lines += ["", "Paper (BERT-base + PGKD): 21.45 s / $0.0046 per batch on m5.4xlarge, 0.46 s / $0.0107 on "
                   "g5.4xlarge; Claude 3 zero-shot 60.64 s / $0.3867."]
     return "\n".join(lines) + "\n"

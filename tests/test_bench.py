@@ -19,7 +19,8 @@ def test_bench_reports_latency_cost_and_parity(tmp_path):
     zero_shot = tmp_path / "zs"
     zero_shot.mkdir()
     (zero_shot / "metrics.json").write_text(json.dumps(
-        {"teacher": {"model": "claude"}, "per_batch_of_64": {"cost_usd": 0.38, "sequential_latency_s": 60.0}}))
+        {"teacher": {"model": "claude"}, "per_batch_of_64": {"cost_usd": 0.38, "sequential_latency_s": 60.0,
+                                                            "input_tokens": 64_000, "output_tokens": 640}}))
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_inference.py"), f"run_dir={run_dir}",
                           "texts=256", "repeats=3", f"out_dir={tmp_path / 'bench'}", f"report={tmp_path / 'table5.md'}",
                           f"zero_shot_run={zero_shot}", f"hydra.run.dir={tmp_path / 'hydra'}", *common],
@@ -34,3 +35,4 @@ def test_bench_reports_latency_cost_and_parity(tmp_path):
         assert row["p50_s"] > 0 and row["batch_size"] == 64 and row["cost_per_batch_usd"] > 0
     report = (tmp_path / "table5.md").read_text()
     assert "onnxruntime-int8" in report and "faster" in report and "m5.4xlarge" in report
+    assert result["llm"]["reference"]["cost_usd"] == (64_000 * 3.0 + 640 * 15.0) / 1e6  # tokens x price
