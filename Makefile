@@ -19,7 +19,7 @@ ARGS ?=
 .PHONY: install teacher run test test-all tables reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table6 bench clean
 
 install: $(STAMP)
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0

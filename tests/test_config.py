@@ -96,3 +96,11 @@ def test_saved_config_has_no_secrets(compose, tmp_path, monkeypatch):
     text = (tmp_path / "config.yaml").read_text()
     assert "verysecret" not in text and "fromenv" not in text and REDACTED in text
     assert "api_key_env: ANTHROPIC_API_KEY" in text
+
+
+@pytest.mark.parametrize("launcher, target", [("joblib", "JoblibLauncher"), ("submitit_slurm_gpu", "SlurmLauncher")])
+def test_launchers_compose(compose, launcher, target):
+    cfg = compose(f"hydra/launcher={launcher}", return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith(target)
+    if launcher == "submitit_slurm_gpu":
+        assert cfg.hydra.launcher.gpus_per_node == 1
