@@ -57,6 +57,7 @@ class PGKDSettings:
     near_duplicate_threshold: float = 0.8
     prompt_example_chars: int = 400
     report_max_classes: int | None = None
+    reject_history_copies: bool = True
     temperature: float = 1.0
     max_tokens: int = 4096
 
@@ -185,6 +186,8 @@ class PGKDCallback(pl.Callback):
         step_dir = self.run_dir / "steps" / f"step_{step:02d}"
         step_dir.mkdir(parents=True, exist_ok=True)
         seen = set(self.history.text.map(normalize))
+        near_history = (SplitFirewall(self.history.text, settings.near_duplicate_threshold, prefix="history")
+                        if settings.reject_history_copies else None)
         accepted: list[dict] = []
         counters = {"accepted": 0, "rejected": {}, "calls": 0, "input_tokens": 0, "output_tokens": 0,
                     "cost_usd": 0.0, "mining": source, "training_errors": mined.n_errors}
@@ -209,7 +212,7 @@ class PGKDCallback(pl.Callback):
                                      accept=lambda text: parse_samples(text, self.labels).parsed)
             (step_dir / f"reply_{call:02d}.txt").write_text(reply.text)
             result = parse_samples(reply.text, self.labels, seen=seen, firewall=self.firewall,
-                                   max_chars=settings.max_text_chars)
+                                   history=near_history, max_chars=settings.max_text_chars)
             for reason, count in result.rejected.items():
                 counters["rejected"][reason] = counters["rejected"].get(reason, 0) + count
             for sample in result.samples[:missing]:

@@ -101,23 +101,28 @@ class LabelMap:
 
 
 class SplitFirewall:
-    """Exact and near duplicates (token 3-gram Jaccard >= threshold) of protected texts
-    (validation + test). ``reason(text)`` is None for a text that may be used."""
+    """Exact and near duplicates of indexed texts: token 3-gram Jaccard >= threshold, or a
+    candidate whose 3-grams lie (>= threshold) inside one indexed text — e.g. a prompt example
+    copied back cut short. ``reason(text)`` is None for a text that may be used. Guards the
+    validation/test splits, and (``prefix="history"``) the training history."""
 
-    def __init__(self, texts: Iterable[str], threshold: float = 0.8):
-        self.threshold = threshold
+    def __init__(self, texts: Iterable[str], threshold: float = 0.8, prefix: str = "split"):
+        self.threshold, self.prefix = threshold, prefix
         self.exact: set[str] = set()
         self.shingles: list[frozenset] = []
         self.index: dict[Any, list[int]] = defaultdict(list)
         for text in texts:
-            key = normalize(text)
-            if key in self.exact:
-                continue
-            self.exact.add(key)
-            grams = self._shingles(key)
-            self.shingles.append(grams)
-            for gram in grams:
-                self.index[gram].append(len(self.shingles) - 1)
+            self.add(text)
+
+    def add(self, text: str) -> None:
+        key = normalize(text)
+        if key in self.exact:
+            return
+        self.exact.add(key)
+        grams = self._shingles(key)
+        self.shingles.append(grams)
+        for gram in grams:
+            self.index[gram].append(len(self.shingles) - 1)
 
     @staticmethod
     def _shingles(key: str) -> frozenset:
@@ -129,12 +134,13 @@ class SplitFirewall:
     def reason(self, text: str) -> str | None:
         key = normalize(text)
         if key in self.exact:
-            return "split_exact_duplicate"
+            return f"{self.prefix}_exact_duplicate"
         grams = self._shingles(key)
         overlap = Counter(doc for gram in grams for doc in self.index.get(gram, ()))
         for doc, shared in overlap.most_common(5):
-            if shared / (len(grams) + len(self.shingles[doc]) - shared) >= self.threshold:
-                return "split_near_duplicate"
+            jaccard = shared / (len(grams) + len(self.shingles[doc]) - shared)
+            if max(jaccard, shared / len(grams)) >= self.threshold:
+                return f"{self.prefix}_near_duplicate"
         return None
 
 
@@ -146,11 +152,13 @@ class ParseResult:
 
 
 def parse_samples(reply: str, taxonomy: Sequence[str] | LabelMap, *, seen: set[str] | None = None,
-                  firewall: SplitFirewall | None = None, max_chars: int = 2000) -> ParseResult:
+                  firewall: SplitFirewall | None = None, history: SplitFirewall | None = None,
+                  max_chars: int = 2000) -> ParseResult:
     """Validated ``{"text", "label"}`` samples of a reply plus a count of rejections by reason.
 
     ``seen`` holds normalised texts already in the history (and is updated with the accepted
-    ones, so duplicates inside a reply are caught too).
+    ones, so duplicates inside a reply are caught too); ``history`` (optional) also rejects near
+    copies of history texts and is updated likewise.
     """
     labels = taxonomy if isinstance(taxonomy, LabelMap) else LabelMap(taxonomy)
     seen = seen if seen is not None else set()
@@ -179,12 +187,16 @@ def parse_samples(reply: str, taxonomy: Sequence[str] | LabelMap, *, seen: set[s
             reason = "unknown_label" if had_label else "missing_label"
         elif normalize(text) in seen:
             reason = "duplicate"
-        elif firewall is not None:
-            reason = firewall.reason(text)
+        if reason is None and firewall is not None:
+            reason = firewall.reason(text.rstrip("…"))
+        if reason is None and history is not None:
+            reason = history.reason(text.rstrip("…"))
         if reason:
             result.rejected[reason] += 1
             continue
         seen.add(normalize(text))
+        if history is not None:
+            history.add(text)
         sample = {"text": text, "label": label}
         sample.update({k: str(item[k]) for k in EXTRA_KEYS if k in item})
         result.samples.append(sample)

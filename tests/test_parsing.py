@@ -95,3 +95,18 @@ def test_fuzz_corpus_never_crashes_and_only_yields_valid_samples():
         for sample in result.samples:
             assert sample["label"] in TAXONOMY and sample["text"].strip()
     assert extract_json("prefix [1, 2] middle [3] suffix") == [1, 2]
+
+
+def test_copies_of_history_cut_short_are_rejected_and_new_texts_kept():
+    from pgkd.parsing import SplitFirewall
+
+    original = ("Oil prices hit a record high as supply worries grow in the Gulf of Mexico, traders said on "
+                "Monday, while refiners reported further outages after the storm")
+    history = SplitFirewall([original], 0.8, prefix="history")
+    reply = json.dumps([{"text": original[:90] + "…", "label": "Business"},
+                        {"text": "Central bank holds rates steady amid slowing growth", "label": "Business"}])
+    result = parse_samples(reply, TAXONOMY, history=history)
+    assert [s["text"] for s in result.samples] == ["Central bank holds rates steady amid slowing growth"]
+    assert dict(result.rejected) == {"history_near_duplicate": 1}
+    firewall = SplitFirewall([original])
+    assert firewall.reason(original[:90]) == "split_near_duplicate"  # a cut copy of a test text
