@@ -5,13 +5,13 @@
 """
 
 import json
-import os
 import platform
 import tempfile
 from pathlib import Path
 
-os.environ.setdefault("PGKD_ROOT", str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from pgkd.cli import prepare_environment
+
+prepare_environment(__file__)
 
 import hydra  # noqa: E402
 import numpy as np  # noqa: E402

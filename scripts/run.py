@@ -5,12 +5,9 @@
     python scripts/run.py -m dataset=ag_news,huffpost seed=0,1,2,3,4
 """
 
-import os
-from pathlib import Path
+from pgkd.cli import prepare_environment
 
-os.environ.setdefault("PGKD_ROOT", str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads must not spin (NOTES.md)
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+prepare_environment(__file__)
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402

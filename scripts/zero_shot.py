@@ -4,11 +4,9 @@
     python scripts/zero_shot.py -m dataset=ag_news,huffpost teacher=llamacpp limit=200
 """
 
-import os
-from pathlib import Path
+from pgkd.cli import prepare_environment
 
-os.environ.setdefault("PGKD_ROOT", str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+prepare_environment(__file__)
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
