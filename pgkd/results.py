@@ -116,9 +116,9 @@ def table2(runs: pd.DataFrame, datasets: Iterable[str] = ("ag_news", "yahoo_answ
            metrics: Iterable[str] = METRICS, paper: dict = PAPER_TABLE2, title: str = "Table 2") -> tuple[str, pd.DataFrame]:
     """Rows baseline / +PGKD (full) / teacher zero-shot per dataset; the paper's numbers beside."""
     metrics = list(metrics)
-    # the ablation and sample-size sweeps have tables of their own
+    # the ablation and sample-size sweeps, and single `pgkd` runs, have tables of their own
     selected = runs[(runs.n_annotated.fillna(1000) == 1000) & runs.ablation.isin(["", "full"])
-                    & ~runs.task.isin(["table4", "table6"])]
+                    & ~runs.task.isin(["table4", "table6", "pgkd"])]
     rows = []
     for dataset in datasets:
         for kind, label in (("baseline", "student"), ("pgkd", "student + PGKD"), ("zero_shot", "teacher zero-shot")):
@@ -136,7 +136,8 @@ def table2(runs: pd.DataFrame, datasets: Iterable[str] = ("ag_news", "yahoo_answ
 
 def table4(runs: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     """Accuracy of full PGKD and its two ablations per dataset, the paper's beside."""
-    selected = runs[(runs.kind == "pgkd") & (runs.n_annotated.fillna(1000) == 1000)]
+    # the ablation sweep and single `pgkd` runs (full-length loops), not the Table 2 sweep's runs
+    selected = runs[(runs.kind == "pgkd") & (runs.n_annotated.fillna(1000) == 1000) & runs.task.isin(["table4", "pgkd"])]
     rows = []
     for ablation, label in (("full", "PGKD"), ("no_validation", "w/o Validation"),
                             ("no_hard_negatives", "w/o Hard Negatives")):
@@ -153,7 +154,8 @@ def table4(runs: pd.DataFrame) -> tuple[str, pd.DataFrame]:
 
 def table6(runs: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     """Baseline vs +PGKD by annotated sample size."""
-    selected = runs[runs.kind.isin(["baseline", "pgkd"]) & runs.ablation.isin(["", "full"])]
+    selected = runs[runs.kind.isin(["baseline", "pgkd"]) & runs.ablation.isin(["", "full"])
+                    & ~runs.task.isin(["table4", "pgkd"])]
     rows = []
     for (dataset, n), group in selected.groupby(["dataset", "n_annotated"]):
         row = {"dataset": DATASET_NAMES.get(dataset, dataset), "samples": int(n)}
@@ -175,7 +177,8 @@ def figure3(runs: pd.DataFrame, path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    selected = runs[runs.kind.isin(["baseline", "pgkd"]) & runs.ablation.isin(["", "full"])]
+    selected = runs[runs.kind.isin(["baseline", "pgkd"]) & runs.ablation.isin(["", "full"])
+                    & ~runs.task.isin(["table4", "pgkd"])]
     datasets = sorted(selected.dataset.unique()) or ["(no runs)"]
     fig, axes = plt.subplots(2, len(datasets), figsize=(4 * len(datasets), 6), squeeze=False)
     for column, dataset in enumerate(datasets):

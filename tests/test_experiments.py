@@ -101,6 +101,12 @@ def test_tables_aggregate_known_means_and_stds(tmp_path):
     assert ag.loc["student", "paper accuracy"] == "0.884" and ag.loc["teacher zero-shot", "accuracy"] == "not run"
     assert "Student: tiny. Teacher: scripted-v1. KD steps: 2. Test texts per run: 500" in markdown
     _, ablations = table4(runs)
+    assert ablations.set_index("method").loc["w/o Validation", "AG-news"] == "not run"  # table2 task only
+    for path in (tmp_path / "runs").glob("pgkd-scripted-no_validation-*.json"):
+        run = json.loads(path.read_text())
+        run["run_name"] = run["run_name"].replace("table2/", "table4/", 1)
+        path.write_text(json.dumps(run))
+    _, ablations = table4(load_runs(tmp_path / "runs"))
     assert ablations.set_index("method").loc["w/o Validation", "AG-news"] == "0.850 ± 0.020"
     written = write_tables(tmp_path / "runs", tmp_path / "out")
     assert {p.name for p in written} >= {"table2.md", "table2.csv", "table4.md", "table6.md", "fig3.png"}
