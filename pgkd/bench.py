@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from pgkd.students import FineTunedStudent, FrozenEncoderStudent, Student
+from pgkd.students import FrozenEncoderStudent, Student
 from pgkd.students.base import length_sorted_batches
 
 
@@ -150,5 +150,5 @@ def load_student_from_run(run_dir: Path, build: Callable[[int], Student], num_la
     return student
 
 
-__all__ = ["Pipeline", "FineTunedStudent", "torch_backend", "onnx_backend", "export_onnx", "encode_batches",
+__all__ = ["Pipeline", "tokenizer_and_length", "torch_backend", "onnx_backend", "export_onnx", "encode_batches",
            "predict_all", "time_batches", "parity", "load_student_from_run"]
