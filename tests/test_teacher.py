@@ -227,17 +227,23 @@ def test_rejected_reply_is_not_cached(tmp_path, anthropic_key):
     assert [e["status"] for e in client.ledger.entries()] == ["rejected", "rejected"]
 
 
-def test_two_processes_writing_the_cache_lose_nothing(tmp_path):
+def test_processes_creating_and_writing_the_cache_at_once_lose_nothing(tmp_path):
+    # Four processes open 20 fresh cache files in the same order, so every file's creation (the
+    # switch to WAL) is raced; then all write into the last one.
     script = (
-        "import sys; from pgkd.teacher import ResponseCache, Reply\n"
-        "cache = ResponseCache(sys.argv[1])\n"
-        "for i in range(150): cache.put(f'{sys.argv[2]}-{i}', Reply(text=str(i), backend='b', model='m'))\n"
+        "import sys, time; from pgkd.teacher import ResponseCache, Reply\n"
+        "time.sleep(max(0.0, float(sys.argv[3]) - time.time()))\n"
+        "for n in range(20): cache = ResponseCache(f'{sys.argv[1]}/c{n}.sqlite')\n"
+        "for i in range(100): cache.put(f'{sys.argv[2]}-{i}', Reply(text=str(i), backend='b', model='m'))\n"
     )
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "c.sqlite"), tag], cwd=ROOT)
-             for tag in ("a", "b")]
-    assert [p.wait(timeout=120) for p in procs] == [0, 0]
-    cache = ResponseCache(tmp_path / "c.sqlite")
-    assert len(cache) == 300 and cache.get("b-149").text == "149"
+    start = str(time.time() + 3.0)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), tag, start], cwd=ROOT,
+                              stderr=subprocess.PIPE, text=True)
+             for tag in "abcd"]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    cache = ResponseCache(tmp_path / "c19.sqlite")
+    assert len(cache) == 400 and cache.get("d-99").text == "99"
 
 
 class CountingBackend(ScriptedTeacher):

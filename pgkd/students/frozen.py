@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 from transformers import AutoModel, DataCollatorWithPadding
 
+from pgkd.sqlite_store import connect, open_shared_db
 from pgkd.students import encoders
 from pgkd.students.base import Student, length_sorted_batches
 
@@ -23,13 +24,10 @@ class EmbeddingCache:
 
     def __init__(self, path: str | Path, tag: str):
         self.path, self.tag = Path(path), tag
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, vec BLOB)")
+        open_shared_db(self.path, "CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, vec BLOB)")
 
     def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=60)
+        return connect(self.path)
 
     def _key(self, text: str) -> str:
         return hashlib.sha1(f"{self.tag}\0{text}".encode()).hexdigest()

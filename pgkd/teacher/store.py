@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
+from pgkd.sqlite_store import connect, open_shared_db
 from pgkd.teacher.base import Message, Reply, SamplingParams
 
 
@@ -31,18 +32,12 @@ class ResponseCache:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, backend TEXT, model TEXT,"
-                " text TEXT, input_tokens INTEGER, output_tokens INTEGER, created REAL)"
-            )
+        open_shared_db(self.path, "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY,"
+                       " backend TEXT, model TEXT, text TEXT, input_tokens INTEGER,"
+                       " output_tokens INTEGER, created REAL)")
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=120)
-        db.execute("PRAGMA busy_timeout=120000")
-        return db
+        return connect(self.path)
 
     def get(self, key: str) -> Reply | None:
         with self._connect() as db:
