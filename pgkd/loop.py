@@ -125,8 +125,8 @@ class PGKDCallback(pl.Callback):
                   "val_macro_f1": val["macro_f1"], "val_weighted_f1": val["weighted_f1"],
                   "per_class_f1": {k: v["f1"] for k, v in val["per_class"].items()},
                   "history_size": len(self.history), "fit": fit_info or {},
-                  **(self.state["pending"] or {"accepted": 0, "rejected": {}, "calls": 0,
-                                               "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0})}
+                  **(self.state["pending"] or {"accepted": 0, "rejected": {}, "calls": 0, "input_tokens": 0,
+                                               "output_tokens": 0, "cost_usd": 0.0, "teacher_s": 0.0})}
         if step == 0:
             test = self.student.evaluate(data.test.text, data.ids(data.test.label), data.taxonomy)
             self.state["model_0"] = {"val": val, "test": test}
@@ -144,12 +144,14 @@ class PGKDCallback(pl.Callback):
         elif step >= settings.num_kd_steps:
             self.state["stopped"] = "max_steps"
         self.state["pending"] = None
+        # a step's wall time: generating its samples, then fitting and evaluating on them
+        record["wall_s"] = (record.get("teacher_s", 0.0) + (fit_info or {}).get("wall_s", 0.0)
+                            + time.perf_counter() - started)
         if not self.should_stop:
             if self.student.warm_start:
                 self.student.save(self.run_dir / "last_model.pt")
             self.state["last_val"] = val
             self.ask_teacher(step + 1)
-        record["wall_s"] = time.perf_counter() - started + (fit_info or {}).get("wall_s", 0.0)
         self.state["steps"].append(record)
         self.state["step"] = step + 1
         self.save_state()
@@ -175,6 +177,7 @@ class PGKDCallback(pl.Callback):
     def teacher_step(self, step: int, val: dict) -> dict:
         """Mine, prompt, parse and add up to ``samples_per_step`` new samples; return the counters."""
         settings, data = self.settings, self.data
+        started = time.perf_counter()
         rng = np.random.default_rng([self.seed, step])
         proba, source = self.history_proba()
         allowed = lambda text: self.firewall.reason(text) is None  # noqa: E731
@@ -224,7 +227,7 @@ class PGKDCallback(pl.Callback):
             counters["input_tokens"] += reply.input_tokens
             counters["output_tokens"] += reply.output_tokens
             counters["cost_usd"] += reply.cost_usd
-        counters.update(accepted=len(accepted), sections=sections)
+        counters.update(accepted=len(accepted), sections=sections, teacher_s=time.perf_counter() - started)
         new = pd.DataFrame(accepted, columns=HISTORY_COLUMNS)
         new.to_csv(step_dir / "samples.csv", index=False)
         write_json(step_dir / "report.json", {"validation": val, "counters": counters,

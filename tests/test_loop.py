@@ -60,6 +60,10 @@ def test_metrics_json_holds_per_step_records_and_both_test_results(behavioural_r
     assert n_prompts >= 6  # 64 samples a step asked 32 at a time (teacher.samples_per_call)
     assert saved["teacher"]["calls"] == n_prompts == sum(s["calls"] for s in saved["steps"])
     assert saved["best_step"] == metrics["best_step"]
+    # a step's time covers generating its own samples and fitting on them (step 0 has no teacher)
+    assert saved["steps"][0]["teacher_s"] == 0.0 and all(s["teacher_s"] > 0 for s in saved["steps"][1:])
+    for s in saved["steps"]:
+        assert s["wall_s"] >= s["teacher_s"] + s["fit"]["wall_s"]
 
 
 def test_best_model_is_restored_for_testing(behavioural_run, tmp_path):
