@@ -96,6 +96,11 @@ def load_runs(folder: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def students_of(runs: pd.DataFrame) -> list[str]:
+    """The students in ``runs``: tables never pool two students into one mean."""
+    return sorted(set(runs.student) - {""}) or [""]
+
+
 def mean_std(values: pd.Series) -> str:
     if len(values) == 1:
         return f"{values.iloc[0]:.3f}"
@@ -121,15 +126,18 @@ def table2(runs: pd.DataFrame, datasets: Iterable[str] = ("ag_news", "yahoo_answ
                     & ~runs.task.isin(["table4", "table6", "pgkd"])]
     rows = []
     for dataset in datasets:
+        on_dataset = selected[selected.dataset == dataset]
         for kind, label in (("baseline", "student"), ("pgkd", "student + PGKD"), ("zero_shot", "teacher zero-shot")):
-            group = selected[(selected.dataset == dataset) & (selected.kind == kind)]
             reference = paper.get((dataset, kind))
             reference = reference if isinstance(reference, tuple) else (reference,) if reference is not None else None
-            row = {"dataset": DATASET_NAMES.get(dataset, dataset), "method": label, "seeds": len(group)}
-            for i, metric in enumerate(metrics):
-                row[metric] = mean_std(group[metric]) if len(group) else "not run"
-                row[f"paper {metric}"] = f"{reference[i]:.3f}" if reference and i < len(reference) else "-"
-            rows.append(row)
+            for student in [""] if kind == "zero_shot" else students_of(on_dataset):
+                group = on_dataset[(on_dataset.kind == kind) & ((on_dataset.student == student) | (kind == "zero_shot"))]
+                row = {"dataset": DATASET_NAMES.get(dataset, dataset), "method": label,
+                       "student": student or "-", "seeds": len(group)}
+                for i, metric in enumerate(metrics):
+                    row[metric] = mean_std(group[metric]) if len(group) else "not run"
+                    row[f"paper {metric}"] = f"{reference[i]:.3f}" if reference and i < len(reference) else "-"
+                rows.append(row)
     frame = pd.DataFrame(rows)
     return _header(title, selected[selected.dataset.isin(list(datasets))]) + frame.to_markdown(index=False) + "\n", frame
 
@@ -139,15 +147,17 @@ def table4(runs: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     # the ablation sweep and single `pgkd` runs (full-length loops), not the Table 2 sweep's runs
     selected = runs[(runs.kind == "pgkd") & (runs.n_annotated.fillna(1000) == 1000) & runs.task.isin(["table4", "pgkd"])]
     rows = []
-    for ablation, label in (("full", "PGKD"), ("no_validation", "w/o Validation"),
-                            ("no_hard_negatives", "w/o Hard Negatives")):
-        row = {"method": label}
-        for dataset in ("ag_news", "yahoo_answers", "huffpost", "amzn_reviews"):
-            group = selected[(selected.dataset == dataset) & (selected.ablation == ablation)]
-            name = DATASET_NAMES[dataset]
-            row[name] = mean_std(group.accuracy) if len(group) else "not run"
-            row[f"paper {name}"] = f"{PAPER_TABLE4[(dataset, ablation)]:.3f}"
-        rows.append(row)
+    for student in students_of(selected):
+        for ablation, label in (("full", "PGKD"), ("no_validation", "w/o Validation"),
+                                ("no_hard_negatives", "w/o Hard Negatives")):
+            row = {"method": label, "student": student or "-"}
+            for dataset in ("ag_news", "yahoo_answers", "huffpost", "amzn_reviews"):
+                group = selected[(selected.dataset == dataset) & (selected.ablation == ablation)
+                                 & (selected.student == student)]
+                name = DATASET_NAMES[dataset]
+                row[name] = mean_std(group.accuracy) if len(group) else "not run"
+                row[f"paper {name}"] = f"{PAPER_TABLE4[(dataset, ablation)]:.3f}"
+            rows.append(row)
     frame = pd.DataFrame(rows)
     return _header("Table 4 (accuracy)", selected) + frame.to_markdown(index=False) + "\n", frame
 
@@ -157,8 +167,8 @@ def table6(runs: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     selected = runs[runs.kind.isin(["baseline", "pgkd"]) & runs.ablation.isin(["", "full"])
                     & ~runs.task.isin(["table4", "pgkd"])]
     rows = []
-    for (dataset, n), group in selected.groupby(["dataset", "n_annotated"]):
-        row = {"dataset": DATASET_NAMES.get(dataset, dataset), "samples": int(n)}
+    for (dataset, n, student), group in selected.groupby(["dataset", "n_annotated", "student"]):
+        row = {"dataset": DATASET_NAMES.get(dataset, dataset), "samples": int(n), "student": student or "-"}
         for kind, label in (("baseline", "student"), ("pgkd", "+PGKD")):
             part = group[group.kind == kind]
             for metric in METRICS:
@@ -184,12 +194,15 @@ def figure3(runs: pd.DataFrame, path: str | Path) -> Path:
     for column, dataset in enumerate(datasets):
         for row, metric in enumerate(("accuracy", "macro_f1")):
             ax = axes[row][column]
-            for kind, label, style in (("baseline", "student", "o--"), ("pgkd", "student + PGKD", "s-")):
-                part = selected[(selected.dataset == dataset) & (selected.kind == kind)]
-                stats = part.groupby("n_annotated")[metric].agg(["mean", "std"]).reset_index()
-                if len(stats):
-                    ax.errorbar(stats.n_annotated, stats["mean"], yerr=stats["std"].fillna(0), fmt=style,
-                                label=label, capsize=3)
+            students = students_of(selected[selected.dataset == dataset])
+            for student in students:
+                for kind, label, style in (("baseline", "student", "o--"), ("pgkd", "student + PGKD", "s-")):
+                    part = selected[(selected.dataset == dataset) & (selected.kind == kind)
+                                    & (selected.student == student)]
+                    stats = part.groupby("n_annotated")[metric].agg(["mean", "std"]).reset_index()
+                    if len(stats):
+                        ax.errorbar(stats.n_annotated, stats["mean"], yerr=stats["std"].fillna(0), fmt=style,
+                                    label=f"{student}: {label}" if len(students) > 1 else label, capsize=3)
             ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)}: {metric}")
             ax.set_xlabel("annotated samples")
             ax.grid(alpha=0.3)
@@ -209,6 +222,8 @@ def write_tables(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
     runs, out = load_runs(runs_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    if not runs.empty:  # the inference benchmark's short fine-tunes are not protocol runs
+        runs = runs[runs.task != "bench"]
     if runs.empty:
         return written
     makers = {

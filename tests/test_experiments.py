@@ -112,3 +112,19 @@ def test_tables_aggregate_known_means_and_stds(tmp_path):
     assert {p.name for p in written} >= {"table2.md", "table2.csv", "table4.md", "table6.md", "fig3.png"}
     assert (tmp_path / "out" / "fig3.png").stat().st_size > 10_000
     assert pd.read_csv(tmp_path / "out" / "table2.csv").shape[0] == 12
+
+
+def test_tables_never_pool_two_students_or_benchmark_runs(tmp_path):
+    synthetic_runs(tmp_path / "runs")
+    for task, student, accuracy in (("table2", "minilm_l6", 0.91), ("bench", "tiny", 0.10)):
+        run = {"run_name": f"{task}/ag_news/{student}/baseline/n1000/seed0", "dataset": "ag_news",
+               "method": "baseline", "seed": 0, "n_annotated": 1000, "student": student, "status": "finished",
+               "test": {"n": 500, "accuracy": accuracy, "macro_f1": accuracy, "weighted_f1": accuracy}}
+        (tmp_path / "runs" / f"{task}-{student}.json").write_text(json.dumps(run))
+    write_tables(tmp_path / "runs", tmp_path / "out")
+    table = pd.read_csv(tmp_path / "out" / "table2.csv")
+    students = table[(table.dataset == "AG-news") & (table.method == "student")].set_index("student")
+    assert students.loc["tiny", "accuracy"] == "0.820 ± 0.020"  # the bench run left out
+    assert students.loc["minilm_l6", "accuracy"] == "0.910" and students.loc["minilm_l6", "seeds"] == 1
+    sizes = pd.read_csv(tmp_path / "out" / "table6.csv").set_index("student")
+    assert sizes.loc["tiny", "student accuracy"] == "0.820 ± 0.020" and sizes.loc["minilm_l6", "student accuracy"] == "0.910"
