@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -21,8 +20,11 @@ def _wandb_mode() -> str:
 
 
 def register_resolvers() -> None:
+    from pgkd.identity import register_resolvers as register_identity
+
     if not OmegaConf.has_resolver("wandb_mode"):
         OmegaConf.register_new_resolver("wandb_mode", _wandb_mode)
+    register_identity()
 
 
 register_resolvers()
@@ -51,13 +53,6 @@ def save_config(cfg: DictConfig, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(OmegaConf.to_yaml(OmegaConf.create(to_plain(cfg))))
-
-
-def fingerprint(cfg: DictConfig, sections: tuple[str, ...]) -> str:
-    """Hash of the config sections that define a run's results (resume refuses a mismatch)."""
-    plain = to_plain(cfg)
-    chosen = {k: plain.get(k) for k in sections}
-    return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def write_json(path: str | Path, payload: Any) -> None:

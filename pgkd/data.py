@@ -3,6 +3,8 @@ seeded annotated sample (train/validation) of the PGKD protocol."""
 
 from __future__ import annotations
 
+import codecs
+import gzip
 import logging
 from dataclasses import dataclass, field
 from importlib import resources
@@ -24,6 +26,10 @@ class DataError(ValueError):
 
 class DatasetUnavailable(DataError):
     """Neither a local copy nor the hub could provide the dataset (e.g. offline)."""
+
+
+class PoolTooSmall(DatasetUnavailable):
+    """The train pool has fewer rows than ``n_annotated`` (a sweep records the job as skipped)."""
 
 
 @dataclass
@@ -51,11 +57,30 @@ class TextDataset:
         return [mapping[label] for label in labels]
 
 
-def read_table(path: Path, text_column: str = TEXT, label_column: str = LABEL) -> pd.DataFrame:
+def first_undecodable_byte(path: Path, encoding: str) -> tuple[int, bytes] | None:
+    """(offset, bytes) of the first byte sequence of ``path`` (decompressed if .gz) that is not
+    valid ``encoding``; None when the whole file decodes."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    offset = 0
+    with opener(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            pending = len(decoder.getstate()[0])  # an unfinished character of the previous block
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as error:
+                return offset - pending + error.start, error.object[error.start:error.end]
+            offset += len(block)
+    return None
+
+
+def read_table(path: Path, text_column: str = TEXT, label_column: str = LABEL,
+               encoding: str = "utf-8") -> pd.DataFrame:
     """Read a CSV (optionally .gz), JSONL or Parquet file into a clean ``text,label`` frame.
 
     Raises DataError naming the file, column and row for a missing file or column, an empty
-    text or a missing label. "NA"/"null" stay texts (``keep_default_na=False``).
+    text or a missing label, a file without rows, and bytes that are not ``encoding`` (with
+    their offset). "NA"/"null" stay texts (``keep_default_na=False``).
     """
     path = Path(path)
     if not path.exists():
@@ -63,17 +88,26 @@ def read_table(path: Path, text_column: str = TEXT, label_column: str = LABEL) -
     kind = READERS.get(path.suffix.lower())
     try:
         if kind == "csv":
-            frame = pd.read_csv(path, keep_default_na=False, dtype=str)
+            frame = pd.read_csv(path, keep_default_na=False, dtype=str, encoding=encoding)
         elif kind == "jsonl":
-            frame = pd.read_json(path, lines=True, dtype=False)
+            frame = pd.read_json(path, lines=True, dtype=False, encoding=encoding)
         elif kind == "parquet":
             frame = pd.read_parquet(path)
         else:
             raise DataError(f"{path}: unsupported file type {path.suffix!r} (csv, jsonl, parquet)")
-    except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as error:
+    except UnicodeDecodeError as error:
+        where = first_undecodable_byte(path, encoding)
+        at = f"byte offset {where[0]} ({where[1]!r})" if where else "somewhere"
+        raise DataError(f"{path}: not valid {encoding} at {at}; set dataset.encoding to the file's "
+                        "encoding (e.g. dataset.encoding=latin-1)") from error
+    except pd.errors.EmptyDataError as error:
+        raise DataError(f"{path}: the file is empty (no header, no rows)") from error
+    except (pd.errors.ParserError, ValueError) as error:
         if isinstance(error, DataError):
             raise
         raise DataError(f"{path}: cannot be parsed as {kind}: {error}") from error
+    if len(frame) == 0:
+        raise DataError(f"{path}: has no rows (columns: {list(frame.columns)})")
     for column in (text_column, label_column):
         if column not in frame.columns:
             raise DataError(
@@ -132,7 +166,7 @@ def load_splits(name: str, data_dir: str | Path | None, hub_id: str | None = Non
                 hub_config: str | None = None, text_column: str = TEXT, label_column: str = LABEL,
                 hub_text_columns: Sequence[str] | None = None, hub_label_column: str = LABEL,
                 hub_test_split: str = "test", train_file: str | None = None,
-                test_file: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+                test_file: str | None = None, encoding: str = "utf-8") -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """Return (train pool, test split, source description).
 
     Order: explicit files, ``data_dir/name/{train,test}.*``, the embedded copy, the hub.
@@ -140,16 +174,16 @@ def load_splits(name: str, data_dir: str | Path | None, hub_id: str | None = Non
     if train_file or test_file:
         if not (train_file and test_file):
             raise DataError(f"dataset {name}: set both train_file and test_file")
-        return (read_table(Path(train_file), text_column, label_column),
-                read_table(Path(test_file), text_column, label_column), f"files {train_file}")
+        return (read_table(Path(train_file), text_column, label_column, encoding),
+                read_table(Path(test_file), text_column, label_column, encoding), f"files {train_file}")
     candidates = [Path(data_dir) / name] if data_dir else []
     if (embedded := embedded_dir(name)) is not None:
         candidates.append(embedded)
     for folder in candidates:
         train, test = _find_split(folder, "train"), _find_split(folder, "test")
         if train and test:
-            return (read_table(train, text_column, label_column),
-                    read_table(test, text_column, label_column), str(folder))
+            return (read_table(train, text_column, label_column, encoding),
+                    read_table(test, text_column, label_column, encoding), str(folder))
     if not hub_id:
         raise DatasetUnavailable(
             f"dataset {name}: no local copy (looked in {[str(c) for c in candidates] or 'nothing: PGKD_DATA_DIR unset'}) "
@@ -177,7 +211,7 @@ def annotated_sample(pool: pd.DataFrame, n_annotated: int, val_fraction: float, 
     """Draw ``n_annotated`` rows with ``seed`` and split them train/validation (stratified where
     every class has at least two rows). Returns (train, val, rest of the pool)."""
     if len(pool) < n_annotated:
-        raise DataError(f"{name}: train pool has {len(pool)} rows, fewer than n_annotated={n_annotated}")
+        raise PoolTooSmall(f"{name}: train pool has {len(pool)} rows, fewer than n_annotated={n_annotated}")
     sample = pool.sample(n=n_annotated, random_state=seed)
     if sample[LABEL].nunique() < 2:
         raise DataError(
@@ -199,6 +233,12 @@ def load_dataset(name: str, data_dir: str | Path | None = None, n_annotated: int
     if pool[LABEL].nunique() < 2:
         raise DataError(f"{name}: train data ({origin}) has a single class {pool[LABEL].iloc[0]!r}")
     taxonomy = taxonomy_of(pool, test, order=label_order)
+    unseen = test[LABEL][~test[LABEL].isin(set(pool[LABEL]))].value_counts()
+    if len(unseen):
+        # the student can never predict these: every such test row counts as an error
+        log.warning("%s: %d test labels never occur in the train pool (%s): %s", name, len(unseen), origin,
+                    ", ".join(f"{label!r} ({count})" for label, count in unseen.head(20).items())
+                    + (" ..." if len(unseen) > 20 else ""))
     train, val, rest = annotated_sample(pool, n_annotated, val_fraction, seed, name)
     if test_limit and test_limit < len(test):
         test = test.sample(n=test_limit, random_state=seed).reset_index(drop=True)

@@ -4,6 +4,7 @@ Callable from tests without Hydra; ``scripts/run.py`` is a thin wrapper."""
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from omegaconf import DictConfig
 
 from pgkd.config import read_json, save_config, to_plain, write_json
 from pgkd.data import DataError, DatasetUnavailable, TextDataset
+from pgkd.identity import provenance
 from pgkd.metrics import summary
 from pgkd.students import Student
 from pgkd.tracking import RunLoggers
@@ -31,15 +33,50 @@ def load_data(cfg: DictConfig) -> TextDataset:
         raise
 
 
+# What a run writes into its folder (``force=true`` removes exactly these before redoing it).
+RUN_ARTIFACTS = ("metrics.json", "pgkd_state.json", "history.csv", "history.csv.tmp", "steps",
+                 "teacher_ledger.jsonl", "best_model.pt", "last_model.pt", "model.pt", "model",
+                 "predictions.jsonl", "lightning", "config.yaml", "continued_from.json")
+
+
+class RunDirConflict(RuntimeError):
+    """The run dir holds results of another config; nothing is overwritten."""
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove a run's results (``force=true``); Hydra's own files and the job log stay."""
+    for name in RUN_ARTIFACTS:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def open_run(cfg: DictConfig, run_dir: Path, header: dict) -> tuple[TextDataset | None, dict | None]:
     """(data, None) for a run to do; (None, metrics) for one that finished or was skipped before
-    (unless ``cfg.force``) or whose dataset is unavailable (recorded as skipped, not a crash)."""
+    with the same config hash, or whose dataset is unavailable (recorded as skipped, not a crash).
+
+    ``force=true`` removes the previous results first. A finished run with another hash is
+    never returned: a PGKD run of the same lineage (e.g. fewer ``num_kd_steps``) is continued,
+    anything else raises ``RunDirConflict``.
+    """
     metrics_path = run_dir / "metrics.json"
-    if metrics_path.exists() and not cfg.get("force", False):
+    identity = provenance(cfg)
+    if cfg.get("force", False):
+        clear_run(run_dir)
+    elif metrics_path.exists():
         previous = read_json(metrics_path)
-        if previous.get("status") in ("finished", "skipped") and previous.get("stopped") != "budget":
-            log.info("%s: already %s (force=true to redo)", run_dir, previous["status"])
+        same = previous.get("config_hash") == identity["config_hash"]
+        if same and previous.get("status") in ("finished", "skipped") and previous.get("stopped") != "budget":
+            log.info("%s: already %s with config %s (force=true to redo)", run_dir, previous["status"],
+                     identity["config_hash"])
             return None, previous
+        if not same and previous.get("lineage_hash") != identity["lineage_hash"]:
+            raise RunDirConflict(
+                f"{run_dir} holds results of another config (config hash {previous.get('config_hash')} != "
+                f"{identity['config_hash']}); pass force=true to replace them or use another run dir")
+    header.update(identity)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +22,8 @@ import pandas as pd
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from pgkd.config import fingerprint, read_json, write_json
+from pgkd.config import read_json, write_json
+from pgkd.identity import lineage_hash
 from pgkd.data import TextDataset
 from pgkd.metrics import summary
 from pgkd.mining import mine, out_of_fold_proba
@@ -34,6 +36,12 @@ from pgkd.tracking import RunLoggers
 log = logging.getLogger(__name__)
 HISTORY_COLUMNS = ["text", "label", "step", "origin", "teacher_model", "prompt_hash", "request_index",
                    "parse_status", "answers"]
+
+
+def read_history(path: str | Path) -> pd.DataFrame:
+    """``history.csv`` as written: text and label columns stay strings (labels "0", "1" included)."""
+    text_columns = {c: str for c in HISTORY_COLUMNS if c not in ("step", "request_index")}
+    return pd.read_csv(path, keep_default_na=False, dtype=text_columns)
 
 
 @dataclass
@@ -84,13 +92,21 @@ class PGKDCallback(pl.Callback):
             self.state = read_json(self.state_path)
             if run_fingerprint and self.state.get("fingerprint") != run_fingerprint:
                 raise RuntimeError(
-                    f"{self.run_dir} holds a PGKD run with another config (fingerprint "
-                    f"{self.state.get('fingerprint')} != {run_fingerprint}); use another run dir or delete it"
+                    f"{self.run_dir} holds a PGKD run with another config (lineage hash "
+                    f"{self.state.get('fingerprint')} != {run_fingerprint}); use another run dir or force=true"
                 )
-            self.history = pd.read_csv(self.history_path, keep_default_na=False).head(self.state["history_len"])
+            self.history = read_history(self.history_path).head(self.state["history_len"])
             log.info("resuming %s at KD step %d (history %d rows)", self.run_dir, self.state["step"], len(self.history))
             if self.state["stopped"] == "budget":  # re-run (with a larger budget): ask again, then go on
                 self.state["stopped"] = None
+            last_step = self.state["step"] - 1
+            if self.state["stopped"] == "max_steps" and settings.num_kd_steps != last_step:
+                if settings.num_kd_steps < last_step:
+                    raise RuntimeError(
+                        f"{self.run_dir} already holds {last_step} KD steps, more than num_kd_steps="
+                        f"{settings.num_kd_steps}; use another run dir or force=true")
+                log.info("continuing %s: %d -> %d KD steps", self.run_dir, last_step, settings.num_kd_steps)
+                self.state["stopped"] = None  # a longer run: the next teacher step first, then go on
         else:
             self.state = {"fingerprint": run_fingerprint, "step": 0, "best_step": None, "best_val_loss": None,
                           "patience_counter": 0, "stopped": None, "steps": [], "pending": None,
@@ -143,14 +159,15 @@ class PGKDCallback(pl.Callback):
             self.state["stopped"] = "patience"
         elif step >= settings.num_kd_steps:
             self.state["stopped"] = "max_steps"
+            self.student.save(self.run_dir / "last_model.pt")  # what a longer run mines from
         self.state["pending"] = None
+        self.state["last_val"] = val
         # a step's wall time: generating its samples, then fitting and evaluating on them
         record["wall_s"] = (record.get("teacher_s", 0.0) + (fit_info or {}).get("wall_s", 0.0)
                             + time.perf_counter() - started)
         if not self.should_stop:
             if self.student.warm_start:
                 self.student.save(self.run_dir / "last_model.pt")
-            self.state["last_val"] = val
             self.ask_teacher(step + 1)
         self.state["steps"].append(record)
         self.state["step"] = step + 1
@@ -163,11 +180,19 @@ class PGKDCallback(pl.Callback):
     def ask_teacher(self, step: int) -> None:
         """The teacher step for ``step``; a budget stop leaves the run resumable at this point."""
         try:
-            self.state["pending"] = self.teacher_step(step, self.state["last_val"])
+            counters = self.teacher_step(step, self.state["last_val"])
         except BudgetExceeded as error:
             log.warning("stopping: %s", error)
             self.state["stopped"] = "budget"
             self.student.save(self.run_dir / "last_model.pt")  # the model to mine from on resume
+            return
+        if counters["accepted"] == 0:
+            # refitting the same data would only burn patience
+            log.warning("stopping: KD step %d accepted no sample in %d calls (rejected %s)", step,
+                        counters["calls"], counters["rejected"] or "none")
+            self.state.update(stopped="teacher_exhausted", exhausted_step=counters)
+            return
+        self.state["pending"] = counters
 
     @property
     def awaits_teacher(self) -> bool:
@@ -181,11 +206,10 @@ class PGKDCallback(pl.Callback):
         rng = np.random.default_rng([self.seed, step])
         proba, source = self.history_proba()
         allowed = lambda text: self.firewall.reason(text) is None  # noqa: E731
-        mined = mine(self.history, proba, data.taxonomy, settings.n_correct, settings.n_misclassified,
-                     settings.n_hard_negatives, rng, source, allowed)
-        annotated = self.history[self.history.origin == "annotated"]
-        annotated = annotated[[allowed(t) for t in annotated.text]]
-        fewshot = annotated.iloc[np.sort(rng.choice(len(annotated), min(settings.n_fewshot, len(annotated)), replace=False))]
+        quotable = self.history[[allowed(t) for t in self.history.text]]
+        n_hard = settings.n_hard_negatives if settings.use_hard_negatives else 0
+        annotated = quotable[quotable.origin == "annotated"]
+        quotable_proba = proba[[allowed(t) for t in self.history.text]]
         step_dir = self.run_dir / "steps" / f"step_{step:02d}"
         step_dir.mkdir(parents=True, exist_ok=True)
         seen = set(self.history.text.map(normalize))
@@ -193,18 +217,27 @@ class PGKDCallback(pl.Callback):
                         if settings.reject_history_copies else None)
         accepted: list[dict] = []
         counters = {"accepted": 0, "rejected": {}, "calls": 0, "input_tokens": 0, "output_tokens": 0,
-                    "cost_usd": 0.0, "mining": source, "training_errors": mined.n_errors}
+                    "cost_usd": 0.0, "mining": source,
+                    "training_errors": int((proba.argmax(1) != np.asarray(data.ids(self.history.label))).sum())}
+        mined_per_call: list[dict] = []
         for call in range(settings.max_calls_per_step):
             missing = settings.samples_per_step - len(accepted)
             if missing <= 0:
                 break
             n = min(settings.samples_per_call, missing)
+            # every call (re-asks too) draws its own few-shot and mined examples: distinct prompts
+            mined = mine(quotable, quotable_proba, data.taxonomy, settings.n_correct, settings.n_misclassified,
+                         n_hard, rng, source)
+            fewshot = annotated.iloc[np.sort(rng.choice(len(annotated), min(settings.n_fewshot, len(annotated)),
+                                                        replace=False))]
             messages, sections = build_pgkd_messages(
                 self.prompt_cfg, taxonomy=data.taxonomy, fewshot=fewshot, n_samples=n,
                 report=val if settings.use_validation_report else None, correct=mined.correct,
                 misclassified=mined.misclassified,
                 hard_negatives=mined.hard_negatives if settings.use_hard_negatives else None,
                 max_chars=settings.prompt_example_chars, report_max_classes=settings.report_max_classes)
+            mined_per_call.append({k: getattr(mined, k).to_dict("records")
+                                   for k in ("correct", "misclassified", "hard_negatives")})
             prompt_text = "\n\n".join(f"[{m.role}]\n{m.content}" for m in messages)
             prompt_hash = hashlib.sha256(prompt_text.encode()).hexdigest()[:16]
             (step_dir / f"prompt_{call:02d}.txt").write_text(prompt_text)
@@ -228,11 +261,11 @@ class PGKDCallback(pl.Callback):
             counters["output_tokens"] += reply.output_tokens
             counters["cost_usd"] += reply.cost_usd
         counters.update(accepted=len(accepted), sections=sections, teacher_s=time.perf_counter() - started)
+        first_mined = mined_per_call[0] if mined_per_call else {}
         new = pd.DataFrame(accepted, columns=HISTORY_COLUMNS)
         new.to_csv(step_dir / "samples.csv", index=False)
         write_json(step_dir / "report.json", {"validation": val, "counters": counters,
-                                              "mined": {k: getattr(mined, k).to_dict("records")
-                                                        for k in ("correct", "misclassified", "hard_negatives")}})
+                                              "mined": first_mined, "mined_per_call": mined_per_call})
         self.history = pd.concat([self.history, new], ignore_index=True)
         self.loggers.log_table(f"kd/samples_step_{step:02d}", new[["text", "label", "step", "request_index"]])
         log.info("KD step %d: %d samples accepted, rejected %s, %d calls", step, len(accepted),
@@ -248,14 +281,18 @@ class PGKDCallback(pl.Callback):
             return self.student.predict_proba(self.history.text), "train"
         current = {k: v.clone() for k, v in self.student.module.state_dict().items()}
         val_texts, val_ids = self.data.val.text, self.data.ids(self.data.val.label)
+        warm_start, self.student.warm_start = self.student.warm_start, False  # a fresh model per fold
 
         def fit_predict(train: pd.DataFrame, held: pd.DataFrame) -> np.ndarray:
             self.student.fit(train.text, self.data.ids(train.label), val_texts, val_ids, name="oof")
             return self.student.predict_proba(held.text)
 
-        proba = out_of_fold_proba(self.history, self.settings.oof_folds, self.seed + self.step,
-                                  fit_predict, len(self.data.taxonomy))
-        self.student.module.load_state_dict(current)
+        try:
+            proba = out_of_fold_proba(self.history, self.settings.oof_folds, self.seed + self.step,
+                                      fit_predict, len(self.data.taxonomy))
+        finally:
+            self.student.warm_start = warm_start
+            self.student.module.load_state_dict(current)
         return proba, "oof"
 
     def save_state(self) -> None:
@@ -318,8 +355,46 @@ def run_pgkd_from_config(cfg: DictConfig, data: TextDataset, student: Student, l
     teacher = build_teacher(cfg.teacher, run_dir / "teacher_ledger.jsonl", dataset=data)
     settings = PGKDSettings.from_config(OmegaConf.to_container(cfg.pgkd, resolve=True))
     prompt_cfg = OmegaConf.to_container(cfg.prompt, resolve=True)
-    run_fingerprint = fingerprint(cfg, ("dataset", "student", "pgkd", "prompt", "seed", "ablation"))
+    run_fingerprint = lineage_hash(cfg)
+    if not cfg.get("force", False) and not (run_dir / "pgkd_state.json").exists():
+        continue_shorter_run(run_dir, run_fingerprint, settings.num_kd_steps)
     started = time.perf_counter()
     result = run_pgkd(data, student, teacher, settings, prompt_cfg, run_dir, loggers, int(cfg.seed), run_fingerprint)
     result["timing"] = {"pgkd_s": time.perf_counter() - started}
+    if (run_dir / "continued_from.json").exists():
+        result["continued_from"] = read_json(run_dir / "continued_from.json")
     return result
+
+
+# What a longer run takes over from a finished shorter one of the same lineage.
+CONTINUED_ARTIFACTS = ("pgkd_state.json", "history.csv", "steps", "teacher_ledger.jsonl", "best_model.pt",
+                       "last_model.pt")
+
+
+def continue_shorter_run(run_dir: Path, lineage: str, num_kd_steps: int) -> Path | None:
+    """Seed ``run_dir`` with the longest finished sibling run (same parent folder, same lineage
+    hash, stopped by ``max_steps`` after fewer than ``num_kd_steps`` steps): its steps are not
+    asked again. A sibling with as many steps is the same run, not a shorter one: a run dir
+    chosen by hand starts afresh beside it. Returns the sibling used, if any."""
+    best, best_steps = None, -1
+    for state_path in sorted(run_dir.parent.glob("*/pgkd_state.json")):
+        sibling = state_path.parent
+        if sibling == run_dir or not (sibling / "last_model.pt").exists():
+            continue
+        state = read_json(state_path)
+        done = state.get("step", 0) - 1
+        if (state.get("fingerprint") == lineage and state.get("stopped") == "max_steps"
+                and done < num_kd_steps and done > best_steps):
+            best, best_steps = sibling, done
+    if best is None:
+        return None
+    log.info("continuing the %d-step run %s in %s", best_steps, best, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in CONTINUED_ARTIFACTS:
+        source = best / name
+        if source.is_dir():
+            shutil.copytree(source, run_dir / name, dirs_exist_ok=True)
+        elif source.exists():
+            shutil.copy2(source, run_dir / name)
+    write_json(run_dir / "continued_from.json", {"run_dir": best.name, "kd_steps": best_steps})
+    return best

@@ -32,7 +32,7 @@ def mine(history: pd.DataFrame, proba: np.ndarray, taxonomy: Sequence[str], n_co
          source: str = "train", allowed: Callable[[str], bool] | None = None) -> Mined:
     """Sample ``n_correct`` correct and ``n_misclassified`` misclassified rows at random and take
     the ``n_hard_negatives`` misclassified rows the student was most confident about. Hard
-    negatives are taken first; the misclassified sample avoids them while others remain.
+    negatives are taken first; the misclassified sample is drawn from the other errors.
     ``allowed(text)`` filters rows that may appear in a prompt (the split firewall)."""
     frame = with_predictions(history, proba, taxonomy)
     if allowed is not None:
@@ -40,7 +40,7 @@ def mine(history: pd.DataFrame, proba: np.ndarray, taxonomy: Sequence[str], n_co
     wrong = frame[frame.predicted != frame.label]
     right = frame[frame.predicted == frame.label]
     hard = wrong.sort_values("confidence", ascending=False, kind="stable").head(n_hard_negatives)
-    rest = wrong.drop(index=hard.index) if len(wrong) > len(hard) else wrong
+    rest = wrong.drop(index=hard.index)  # a row is shown once: hard negative or misclassified
 
     def pick(rows: pd.DataFrame, n: int) -> pd.DataFrame:
         if len(rows) <= n:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -14,12 +15,30 @@ TEXT_KEYS = ("text", "sample", "sentence", "content", "input", "headline", "revi
 LABEL_KEYS = ("label", "class_names", "class_name", "category", "class", "topic", "class_label")
 LIST_KEYS = ("samples", "data", "examples", "items", "training_samples", "results")
 EXTRA_KEYS = ("target_class", "addresses", "weak_class", "hard_negative", "rationale")
-WORD = re.compile(r"[a-z0-9]+")
+WORD = re.compile(r"[^\W_]+")  # Unicode letters and digits, any script
+# Scripts written without spaces between words: each character is a token there, so that n-gram
+# overlap works as it does for spaced scripts (Han, kana, Thai, Lao, Khmer, Myanmar, Tibetan).
+UNSPACED = re.compile(r"([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u0e00-\u0eff"
+                      r"\u1000-\u109f\u1780-\u17ff\u0f00-\u0fff\U00020000-\U0002fa1f])")
 
 
 def normalize(text: str) -> str:
-    """Lower-case alphanumeric tokens joined by single spaces: the key for duplicate checks."""
-    return " ".join(WORD.findall(text.lower()))
+    """The key for duplicate checks: NFKC, case-folded, Unicode word tokens (letters, digits
+    and combining marks of any script) joined by single spaces; characters of unspaced scripts
+    are tokens of their own."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    if folded.isascii():
+        return " ".join(WORD.findall(folded))
+    tokens, word = [], []
+    for char in UNSPACED.sub(r" \1 ", folded):
+        if unicodedata.category(char)[0] in "LNM":
+            word.append(char)
+        elif word:
+            tokens.append("".join(word))
+            word = []
+    if word:
+        tokens.append("".join(word))
+    return " ".join(tokens)
 
 
 def _decode_all(text: str) -> list[Any]:

@@ -9,6 +9,9 @@ import pandas as pd
 from pytorch_lightning.loggers import Logger, WandbLogger
 
 
+KD_STEP = "kd/step"
+
+
 class RunLoggers:
     """Built from the instantiated ``logger`` config group: a mapping of logger factories."""
 
@@ -22,6 +25,10 @@ class RunLoggers:
         for logger in self.shared:
             if hparams:
                 logger.log_hyperparams(hparams)
+        for logger in self.wandb:
+            # KD-step metrics are plotted against the KD step, not the trainer's global step
+            logger.experiment.define_metric(KD_STEP)
+            logger.experiment.define_metric("kd/*", step_metric=KD_STEP)
 
     def for_fit(self, name: str) -> list[Logger] | bool:
         """Loggers for one Lightning fit (a CSV log per fit + the shared run loggers)."""

@@ -83,6 +83,9 @@ def test_wandb_offline_run_is_grouped_and_holds_no_secrets(compose, tmp_path, mo
     run(cfg, tmp_path / "run")
     files = [p for p in (tmp_path / "run").rglob("*") if p.is_file() and "wandb" in p.as_posix()]
     assert any(p.name.endswith(".wandb") for p in files)
-    for path in files:
-        blob = path.read_bytes()
+    blobs = [path.read_bytes() for path in files]
+    for blob in blobs:
         assert b"fake-key-inline-secret" not in blob and b"fake-key-must-not-leak" not in blob
+    # kd/* metrics are defined against kd/step (a define_metric record in the offline run file)
+    run_file = b"".join(blob for path, blob in zip(files, blobs) if path.name.endswith(".wandb"))
+    assert b"kd/*" in run_file and b"kd/step" in run_file

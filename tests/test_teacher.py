@@ -281,7 +281,7 @@ def test_replay_answers_from_cache_and_fails_clearly_on_a_miss(tmp_path):
     backend = CountingBackend()
     cache = ResponseCache(tmp_path / "c.sqlite")
     TeacherClient(backend, CostLedger(tmp_path / "a.jsonl"), cache).ask(MESSAGES, PARAMS)
-    replay = TeacherClient(ReplayBackend("counting", backend.model), CostLedger(tmp_path / "b.jsonl"), cache,
+    replay = TeacherClient(ReplayBackend(CountingBackend()), CostLedger(tmp_path / "b.jsonl"), cache,
                            retry=FAST)
     assert replay.ask(MESSAGES, PARAMS).text == "reply 1"
     with pytest.raises(CacheMiss, match="no cached reply of counting"):

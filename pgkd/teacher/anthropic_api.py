@@ -21,6 +21,9 @@ class AnthropicBackend(Backend):
         self.timeout_s, self.max_retries = timeout_s, max_retries
         self._client = None
 
+    def output_settings(self) -> dict:
+        return {"base_url": self.base_url}
+
     def client(self):
         if self._client is None:
             import anthropic

@@ -77,10 +77,16 @@ class Backend(ABC):
     name: str = "backend"
     model: str = ""
 
+    def output_settings(self) -> dict:
+        """Backend settings that change a reply (model file identity, server, decoding knobs);
+        part of every cache key. Settings that only change speed or logging stay out."""
+        return {}
+
     @property
-    def cache_identity(self) -> tuple[str, str]:
-        """(backend, model) used in cache keys; the replay backend borrows another's."""
-        return self.name, self.model
+    def cache_identity(self) -> tuple[str, str, dict]:
+        """(backend, model, output settings) used in cache keys; the replay backend borrows
+        another backend's."""
+        return self.name, self.model, self.output_settings()
 
     @abstractmethod
     def complete(self, messages: list[Message], params: SamplingParams) -> Reply:

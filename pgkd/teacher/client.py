@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -66,43 +67,64 @@ class TeacherClient:
         self.max_concurrency, self.chars_per_token = max_concurrency, chars_per_token
         self.name = name or backend.name
         self.samples_per_call = samples_per_call
+        self._budget_lock = threading.Lock()
+        self._reserved = 0.0  # worst-case cost of the calls in flight
 
     @property
     def model(self) -> str:
         return self.backend.model
 
-    def _check_budget(self, messages: Sequence[Message], params: SamplingParams) -> None:
-        if self.budget_usd is None:
-            return
+    def worst_case_cost(self, messages: Sequence[Message], params: SamplingParams) -> float:
         prompt_tokens = sum(len(m.content) for m in messages) / self.chars_per_token
-        worst_case = self.prices.cost(int(prompt_tokens), params.max_tokens)
-        spent = self.ledger.spent()
-        if spent + worst_case > self.budget_usd:
-            raise BudgetExceeded(
-                f"{self.name}: next call could cost up to ${worst_case:.4f}; spent ${spent:.4f} of "
-                f"budget_usd=${self.budget_usd:.4f}"
-            )
+        return self.prices.cost(int(prompt_tokens), params.max_tokens)
+
+    def _reserve_budget(self, messages: Sequence[Message], params: SamplingParams) -> float:
+        """Reserve the call's worst-case cost (under a lock, so concurrent calls cannot all pass
+        the check together); ``_settle`` releases it once the call is ledgered."""
+        if self.budget_usd is None:
+            return 0.0
+        worst_case = self.worst_case_cost(messages, params)
+        with self._budget_lock:
+            spent = self.ledger.spent()
+            if spent + self._reserved + worst_case > self.budget_usd:
+                raise BudgetExceeded(
+                    f"{self.name}: next call could cost up to ${worst_case:.4f}; spent ${spent:.4f} "
+                    f"(+${self._reserved:.4f} in flight) of budget_usd=${self.budget_usd:.4f}"
+                )
+            self._reserved += worst_case
+        return worst_case
+
+    def _settle(self, reserved: float) -> None:
+        with self._budget_lock:
+            self._reserved -= reserved
 
     def ask(self, messages: Sequence[Message], params: SamplingParams, request_index: int = 0,
             purpose: str = "", accept: Callable[[str], bool] | None = None) -> Reply:
         """One reply for (messages, params, request_index): from the cache, else the backend."""
         messages = list(messages)
-        backend_name, model = self.backend.cache_identity
-        key = cache_key(backend_name, model, messages, params, request_index)
+        backend_name, model, settings = self.backend.cache_identity
+        key = cache_key(backend_name, model, messages, params, request_index, settings)
         entry = {"backend": backend_name, "model": model, "purpose": purpose, "request_index": request_index}
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             hit.request_index = request_index
             self.ledger.append({**entry, "status": "ok", "cache_hit": True, "input_tokens": hit.input_tokens,
                                 "output_tokens": hit.output_tokens, "cost_usd": 0.0, "latency_s": 0.0})
             return hit
-        self._check_budget(messages, params)
-        reply = self._call_with_retries(messages, params, entry)
-        reply.cost_usd = self.prices.cost(reply.input_tokens, reply.output_tokens)
-        reply.request_index = request_index
-        accepted = accept is None or accept(reply.text)
-        self.ledger.append({**entry, "status": "ok" if accepted else "rejected", "cache_hit": False,
-                            "input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens,
-                            "cost_usd": reply.cost_usd, "latency_s": round(reply.latency_s, 3)})
+        reserved = self._reserve_budget(messages, params)
+        try:
+            reply = self._call_with_retries(messages, params, entry)
+            reply.cost_usd = self.prices.cost(reply.input_tokens, reply.output_tokens)
+            reply.request_index = request_index
+            accepted = accept is None or accept(reply.text)
+            self.ledger.append({**entry, "status": "ok" if accepted else "rejected", "cache_hit": False,
+                                "input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens,
+                                "cost_usd": reply.cost_usd, "latency_s": round(reply.latency_s, 3)})
+        finally:
+            self._settle(reserved)
+        if reserved and reply.cost_usd > reserved:
+            log.warning("%s: a call cost $%.4f, more than its reserved worst case $%.4f (the provider counted"
+                        " more tokens than %.1f characters per token)", self.name, reply.cost_usd, reserved,
+                        self.chars_per_token)
         if accepted and self.cache is not None:
             self.cache.put(key, reply)
         return reply

@@ -35,6 +35,10 @@ class ScriptedTeacher(Backend):
         self.by_label: dict[str, list[str]] = {}
         self.known: dict[str, str] = {}
 
+    def output_settings(self) -> dict:
+        return {"label_noise": self.label_noise, "reply_style": self.reply_style,
+                "zero_shot_accuracy": self.zero_shot_accuracy, "floor": self.floor}
+
     def bind_dataset(self, dataset) -> None:
         self.taxonomy = list(dataset.taxonomy)
         self.by_label = {label: [] for label in self.taxonomy}
@@ -86,20 +90,23 @@ class ScriptedTeacher(Backend):
 
 
 class ReplayBackend(Backend):
-    """Stands in for ``backend``/``model`` and answers only from the cache: a cache miss raises
-    CacheMiss, so a finished experiment re-runs with zero API calls or fails loudly."""
+    """Stands in for the ``original`` backend (built from its config, never called: backends
+    connect or load lazily) and answers only from the cache under its identity. A cache miss
+    raises CacheMiss, so a finished experiment re-runs with zero calls or fails loudly."""
 
     name = "replay"
 
-    def __init__(self, backend: str, model: str):
-        self.replayed, self.model = backend, model
+    def __init__(self, original: Backend):
+        self.original = original
+        self.model = original.model
 
     @property
-    def cache_identity(self) -> tuple[str, str]:
-        return self.replayed, self.model
+    def cache_identity(self) -> tuple[str, str, dict]:
+        return self.original.cache_identity
 
     def complete(self, messages: list[Message], params: SamplingParams) -> Reply:
+        name, model, _ = self.cache_identity
         raise CacheMiss(
-            f"replay: no cached reply of {self.replayed}/{self.model} for this request "
-            "(same prompt, sampling params and request index); run with the real teacher first"
+            f"replay: no cached reply of {name}/{model} for this request "
+            "(same prompt, sampling params, request index and backend settings); run with the real teacher first"
         )

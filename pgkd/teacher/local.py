@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+from pgkd.identity import file_identity
 from pgkd.teacher.base import Backend, Message, Reply, SamplingParams, TeacherRequestError
 
 
@@ -24,6 +25,11 @@ class LlamaCppBackend(Backend):
         self.min_p, self.repeat_penalty, self.seed = min_p, repeat_penalty, seed
         self._llm = None
         self._lock = threading.Lock()  # one Llama object, one request at a time
+
+    def output_settings(self) -> dict:
+        # the file itself, not its path: a moved checkout still hits the cache, a new file never does
+        return {"model_file": file_identity(self.model_path), "n_ctx": self.n_ctx, "min_p": self.min_p,
+                "repeat_penalty": self.repeat_penalty, "seed": self.seed}
 
     def llm(self):
         if self._llm is None:
@@ -72,6 +78,10 @@ class HFBackend(Backend):
         self.device, self.dtype = device, dtype
         self._loaded = None
         self._lock = threading.Lock()
+
+    def output_settings(self) -> dict:
+        local = Path(self.model)
+        return {"model_file": file_identity(local) if local.exists() else self.model, "dtype": self.dtype}
 
     def load(self):
         if self._loaded is None:

@@ -25,6 +25,9 @@ class OpenAIBackend(Backend):
         self.use_response_format = use_response_format
         self._client = None
 
+    def output_settings(self) -> dict:
+        return {"base_url": self.base_url, "use_response_format": self.use_response_format}
+
     def client(self):
         if self._client is None:
             import openai

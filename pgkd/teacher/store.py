@@ -17,13 +17,16 @@ from pgkd.teacher.base import Message, Reply, SamplingParams
 
 
 def cache_key(backend: str, model: str, messages: Iterable[Message], params: SamplingParams,
-              request_index: int) -> str:
-    """Everything that determines a reply; ``request_index`` lets the same prompt be asked on
-    purpose more than once and get distinct samples."""
+              request_index: int, settings: dict | None = None) -> str:
+    """Everything that determines a reply: backend kind, model, the backend's output settings,
+    messages, sampling params; ``request_index`` lets the same prompt be asked on purpose more
+    than once and get distinct samples."""
     payload = {
         "backend": backend, "model": model, "params": params.as_dict(), "request_index": request_index,
         "messages": [[m.role, m.content] for m in messages],
     }
+    if settings:
+        payload["settings"] = settings
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
