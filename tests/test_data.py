@@ -116,3 +116,51 @@ def test_hub_path_maps_class_ids_to_names(tmp_path):
                         hub_text_columns=["title", "body"], hub_label_column="topic")
     assert data.taxonomy == ["Politics", "Sports"] and data.source.startswith("hub ")
     assert data.test.text[0] == "test title 0. body 0" and data.test.label[0] == "Sports"
+
+
+# --- regression tests: bad data files as a new user meets them ---------------------------------
+
+def test_csv_with_a_header_and_no_rows_names_the_file(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text("text,label\n")
+    with pytest.raises(DataError, match=r"train\.csv: has no rows"):
+        read_table(path)
+
+
+def test_undecodable_bytes_name_the_file_the_offset_and_the_option(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_bytes("text,label\ncafé au lait,food\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"train\.csv: not valid utf-8 at byte offset 14 .*dataset\.encoding"):
+        read_table(path)
+    assert read_table(path, encoding="latin-1").text[0] == "café au lait"
+
+
+def test_dataset_encoding_option_reaches_the_reader(compose, tmp_path):
+    rows = [(f"café numéro {i}", "a" if i % 2 else "b") for i in range(40)]
+    for name in ("train", "test"):
+        pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / f"{name}.csv", index=False, encoding="latin-1")
+    cfg = compose("dataset=csv", f"dataset.train_file={tmp_path / 'train.csv'}",
+                  f"dataset.test_file={tmp_path / 'test.csv'}", "dataset.n_annotated=20", "dataset.encoding=latin-1")
+    from hydra.utils import instantiate
+
+    assert instantiate(cfg.dataset).train.text.str.startswith("café").all()
+
+
+def test_test_labels_missing_from_the_train_pool_are_named_once(tmp_path, caplog):
+    train = write_csv(tmp_path / "train.csv", [(f"text {i}", "ab"[i % 2]) for i in range(30)])
+    test = write_csv(tmp_path / "test.csv", [("x", "a"), ("y", "z"), ("w", "z"), ("v", "q")])
+    with caplog.at_level("WARNING", logger="pgkd.data"):
+        load_dataset("mine", None, n_annotated=20, train_file=str(train), test_file=str(test))
+    warnings = [r.getMessage() for r in caplog.records if "never occur in the train pool" in r.getMessage()]
+    assert len(warnings) == 1 and "'z' (2)" in warnings[0] and "'q' (1)" in warnings[0]
+
+
+def test_a_pool_smaller_than_n_annotated_is_recorded_as_skipped(compose, tmp_path):
+    from pgkd.experiment import run
+
+    train = write_csv(tmp_path / "train.csv", [(f"text {i}", "ab"[i % 2]) for i in range(50)])
+    test = write_csv(tmp_path / "test.csv", [(f"t {i}", "ab"[i % 2]) for i in range(10)])
+    cfg = compose("debug=fdr", "dataset=csv", f"dataset.train_file={train}", f"dataset.test_file={test}",
+                  "dataset.n_annotated=100")
+    metrics = run(cfg, tmp_path / "run")
+    assert metrics["status"] == "skipped" and "fewer than n_annotated=100" in metrics["reason"]

@@ -86,7 +86,7 @@ def synthetic_runs(folder, rng=np.random.default_rng(0)):
         for method, value in (("baseline", base), ("pgkd-scripted-full", kd), ("pgkd-scripted-no_validation", kd - 0.02)):
             run = {"run_name": f"table2/ag_news/tiny/{method}/n1000/seed{seed}", "dataset": "ag_news",
                    "method": method, "seed": seed, "n_annotated": 1000, "student": "tiny", "status": "finished",
-                   "teacher": {"model": "scripted-v1"}, "kd_steps": 2,
+                   "teacher": {"model": "scripted-v1"}, "kd_steps": 2, "commit": "abcdef0123456789", "dirty": seed == 2,
                    "test": {"n": 500, "accuracy": value, "macro_f1": value - 0.01, "weighted_f1": value - 0.02}}
             (folder / f"{method}-{seed}.json").write_text(json.dumps(run))
 
@@ -100,6 +100,7 @@ def test_tables_aggregate_known_means_and_stds(tmp_path):
     assert ag.loc["student + PGKD", "macro_f1"] == "0.860 ± 0.020"
     assert ag.loc["student", "paper accuracy"] == "0.884" and ag.loc["teacher zero-shot", "accuracy"] == "not run"
     assert "Student: tiny. Teacher: scripted-v1. KD steps: 2. Test texts per run: 500" in markdown
+    assert "Rows made at commit(s): abcdef0 (4 runs), abcdef0+dirty (2 runs)." in markdown
     _, ablations = table4(runs)
     assert ablations.set_index("method").loc["w/o Validation", "AG-news"] == "not run"  # table2 task only
     for path in (tmp_path / "runs").glob("pgkd-scripted-no_validation-*.json"):

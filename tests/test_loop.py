@@ -95,24 +95,6 @@ def test_no_prompt_contains_validation_or_test_text(behavioural_run):
     assert set(history.columns) >= {"step", "teacher_model", "prompt_hash", "request_index", "parse_status"}
 
 
-def test_firewall_keeps_a_leaked_train_text_out_of_prompts(compose, tmp_path):
-    """A train row that duplicates a test text (real datasets have such rows) must not be quoted."""
-    cfg = compose(*TINY, "dataset.n_annotated=120", "pgkd.num_kd_steps=1", "pgkd.samples_per_step=8",
-                  "trainer.max_epochs=1")
-    from hydra.utils import instantiate
-
-    data = instantiate(cfg.dataset)
-    leaked = data.test.text.iloc[0]
-    data.train.loc[:, "text"] = [leaked if i % 2 == 0 else t for i, t in enumerate(data.train.text)]
-    student = build_student(cfg, len(data.taxonomy), tmp_path)
-    teacher = TeacherClient(ScriptedTeacher(), CostLedger(tmp_path / "l.jsonl"))
-    teacher.backend.bind_dataset(data)
-    settings = PGKDSettings(num_kd_steps=1, samples_per_step=8, samples_per_call=8)
-    run_pgkd(data, student, teacher, settings, OmegaConf.to_container(cfg.prompt), tmp_path)
-    prompt = "\n".join(prompts_of(tmp_path))
-    assert prompt and leaked[:60] not in prompt
-
-
 def test_loop_stops_by_patience_when_the_teacher_stops_helping(compose, tmp_path):
     cfg = compose(*TINY, "dataset.n_annotated=300", "pgkd.num_kd_steps=8", "pgkd.patience=1",
                   "pgkd.samples_per_step=96", "teacher.backend.label_noise=1.0")
@@ -124,27 +106,6 @@ def test_loop_stops_by_patience_when_the_teacher_stops_helping(compose, tmp_path
     assert len(after_best) == 2 and all(s["val_loss"] >= metrics["steps"][best]["val_loss"] for s in after_best)
     if best == 0:
         assert metrics["test"] == metrics["model_0"]["test"]
-
-
-@pytest.mark.parametrize("ablation, gone", [("no_validation", "validation_report"),
-                                            ("no_hard_negatives", "hard_negatives")])
-def test_each_ablation_removes_exactly_its_section(compose, ag_news_small, ablation, gone):
-    full_cfg, ablated_cfg = compose("ablation=full"), compose(f"ablation={ablation}")
-    data = ag_news_small
-    frame = data.train.head(3).assign(predicted="World")
-    report = {"accuracy": 0.5, "macro_f1": 0.4,
-              "per_class": {c: {"precision": .5, "recall": .5, "f1": .5, "support": 3} for c in data.taxonomy}}
-
-    def sections(cfg):
-        return build_pgkd_messages(
-            OmegaConf.to_container(cfg.prompt), taxonomy=data.taxonomy, fewshot=frame, n_samples=8,
-            report=report if cfg.pgkd.use_validation_report else None, correct=frame, misclassified=frame,
-            hard_negatives=frame if cfg.pgkd.use_hard_negatives else None)
-
-    (full_messages, full), (ablated_messages, ablated) = sections(full_cfg), sections(ablated_cfg)
-    assert set(full) - set(ablated) == {gone} and set(ablated) < set(full)
-    marker = {"validation_report": "classification report", "hard_negatives": "high confidence"}[gone]
-    assert marker in full_messages[-1].content and marker not in ablated_messages[-1].content
 
 
 def test_kill_and_resume_equals_an_uninterrupted_run(compose, tmp_path):
@@ -209,15 +170,6 @@ def test_budget_stops_the_run_cleanly_with_state_saved(compose, tmp_path):
     assert [s["step"] for s in more["steps"][:len(metrics["steps"])]] == [s["step"] for s in metrics["steps"]]
 
 
-def test_oof_mining_uses_held_out_predictions(compose, tmp_path):
-    cfg = compose(*TINY, "dataset.n_annotated=120", "pgkd.num_kd_steps=1", "pgkd.samples_per_step=8",
-                  "trainer.max_epochs=1", "pgkd.mining=oof", "pgkd.oof_folds=3")
-    metrics = run(cfg, tmp_path)
-    assert metrics["steps"][1]["mining"] == "oof"
-    report = json.loads((tmp_path / "steps" / "step_01" / "report.json").read_text())
-    assert report["counters"]["mining"] == "oof" and report["mined"]["misclassified"]
-
-
 def test_report_can_list_only_the_weakest_classes():
     from pgkd.prompt import validation_report
 
@@ -244,3 +196,240 @@ def test_warm_start_continues_from_the_previous_step(compose, tmp_path, warm_sta
     metrics = run_pgkd(data, student, teacher, PGKDSettings(num_kd_steps=2, samples_per_step=8, samples_per_call=8),
                        OmegaConf.to_container(cfg.prompt), tmp_path)
     assert len(metrics["steps"]) == 3 and len(created) == initialisations
+
+
+# --- the split firewall, tested against a teacher that tries to leak ---------------------------
+
+class LeakingTeacher(ScriptedTeacher):
+    """Returns, besides real pool samples, exact copies of validation texts and near copies of
+    test texts (a word dropped, cut short, re-cased): everything a careless teacher might echo."""
+
+    name = "leaking"
+
+    def bind_dataset(self, dataset) -> None:
+        super().bind_dataset(dataset)
+        self.val, self.test = list(dataset.val.itertuples()), list(dataset.test.itertuples())
+        self.tried: list[str] = []
+
+    def complete(self, messages, params):
+        reply = super().complete(messages, params)
+        samples = json.loads(reply.text)
+        leaks = []
+        for i, row in enumerate(self.val[:3] + self.test[:3]):
+            words = row.text.split()
+            text = [row.text, " ".join(words[:-1]), row.text.upper(), row.text[: int(len(row.text) * 0.9)],
+                    " ".join(words[1:]), row.text + "!"][i]
+            leaks.append({"text": text, "label": row.label})
+        self.tried += [leak["text"] for leak in leaks]
+        reply.text = json.dumps(leaks + samples)
+        return reply
+
+
+def test_no_validation_or_test_text_reaches_a_prompt_or_the_history(compose, tmp_path):
+    cfg = compose(*TINY, "dataset.n_annotated=160", "pgkd.num_kd_steps=2", "pgkd.samples_per_step=16",
+                  "trainer.max_epochs=1")
+    from hydra.utils import instantiate
+
+    data = instantiate(cfg.dataset)
+    leaked_test = list(data.test.text[:20])  # real datasets have train rows that duplicate test rows
+    data.train.loc[data.train.index[:20], "text"] = leaked_test
+    student = build_student(cfg, len(data.taxonomy), tmp_path)
+    backend = LeakingTeacher()
+    teacher = TeacherClient(backend, CostLedger(tmp_path / "l.jsonl"))
+    backend.bind_dataset(data)
+    settings = PGKDSettings(num_kd_steps=2, samples_per_step=16, samples_per_call=16)
+    metrics = run_pgkd(data, student, teacher, settings, OmegaConf.to_container(cfg.prompt), tmp_path)
+    assert len(backend.tried) >= 12  # the teacher did try, in every call
+    rejected = {}
+    for step in metrics["steps"][1:]:
+        for reason, count in step["rejected"].items():
+            rejected[reason] = rejected.get(reason, 0) + count
+    # every leak was rejected: by the firewall, or as a copy of a train row that duplicates a test row
+    assert rejected.get("split_exact_duplicate", 0) >= 4 and rejected.get("split_near_duplicate", 0) >= 6
+    assert sum(rejected.get(r, 0) for r in ("split_exact_duplicate", "split_near_duplicate", "duplicate")) \
+        >= len(backend.tried)
+    history = pd.read_csv(tmp_path / "history.csv", keep_default_na=False)
+    generated = set(history[history.origin == "teacher"].text)
+    assert generated and not generated & set(backend.tried)
+    protected = [t[:60] for t in list(data.val.text) + list(data.test.text)]
+    prompts = prompts_of(tmp_path)
+    assert len(prompts) >= 2
+    for prompt in prompts:
+        assert not [t for t in protected if t in prompt]
+        assert not [t for t in leaked_test if t[:60] in prompt]
+
+
+# --- ablations through the loop's own code path --------------------------------------------------
+
+def prompt_sections(prompt: str, prompt_cfg: dict) -> dict[str, str]:
+    """The sections of a saved prompt, found by each section template's first line."""
+    heads = {name: template.split("{", 1)[0].strip().splitlines()[0]
+             for name, template in prompt_cfg["sections"].items()}
+    found = sorted((prompt.index(head), name) for name, head in heads.items() if head in prompt)
+    bounds = [start for start, _ in found] + [len(prompt)]
+    return {name: prompt[start:bounds[i + 1]].strip() for i, (start, name) in enumerate(found)}
+
+
+def test_each_ablation_removes_exactly_its_section_from_the_loops_prompts(compose, tmp_path):
+    overrides = (*TINY, "dataset.n_annotated=160", "pgkd.num_kd_steps=1", "pgkd.samples_per_step=8",
+                 "trainer.max_epochs=1")
+    sections = {}
+    for ablation in ("full", "no_validation", "no_hard_negatives"):
+        cfg = compose(*overrides, f"ablation={ablation}")
+        run(cfg, tmp_path / ablation)
+        prompt = (tmp_path / ablation / "steps" / "step_01" / "prompt_00.txt").read_text()
+        sections[ablation] = prompt_sections(prompt, OmegaConf.to_container(cfg.prompt))
+    full = sections["full"]
+    assert set(full) == {"intro", "fewshot", "request", "validation_report", "correct", "misclassified",
+                         "hard_negatives"}
+    assert set(full) - set(sections["no_validation"]) == {"validation_report"}
+    assert set(full) - set(sections["no_hard_negatives"]) == {"hard_negatives"}
+    for name in ("intro", "fewshot", "request", "correct", "misclassified", "hard_negatives"):
+        assert sections["no_validation"][name] == full[name]  # same model, same mining: only the report goes
+    for name in ("intro", "fewshot", "request", "validation_report", "correct"):
+        assert sections["no_hard_negatives"][name] == full[name]
+
+
+# --- mining: out-of-fold predictions find errors a memorising student hides -------------------
+
+class Memory:
+    """A 'module' whose state is the memorised training set (what the loop saves and restores)."""
+
+    def __init__(self):
+        self.table: dict[str, int] = {}
+
+    def state_dict(self):
+        return {"table": _Cloneable(dict(self.table))}
+
+    def load_state_dict(self, state):
+        self.table = dict(state["table"].value)
+
+
+class _Cloneable:
+    def __init__(self, value):
+        self.value = value
+
+    def clone(self):
+        return _Cloneable(dict(self.value))
+
+
+class MemorisingStudent:
+    """Perfect on its training set, a guess elsewhere: training predictions show no mistake."""
+
+    warm_start = False
+
+    def __init__(self, num_labels: int):
+        self.num_labels, self.module, self.fits = num_labels, Memory(), 0
+
+    def fit(self, texts, labels, val_texts, val_labels, **_):
+        self.fits += 1
+        self.module.table = dict(zip(texts, labels))
+
+    def predict_proba(self, texts):
+        import numpy as np
+
+        proba = np.full((len(texts), self.num_labels), 0.1 / self.num_labels)
+        for row, text in enumerate(texts):
+            guess = self.module.table.get(text, len(text) % self.num_labels)
+            proba[row, guess] += 0.9
+        return proba
+
+
+@pytest.mark.parametrize("mining, errors", [("train", False), ("oof", True)])
+def test_out_of_fold_mining_shows_errors_a_memorising_student_hides(ag_news_small, tmp_path, mining, errors):
+    from pgkd.loop import PGKDCallback
+
+    data = ag_news_small
+    student = MemorisingStudent(len(data.taxonomy))
+    teacher = TeacherClient(ScriptedTeacher(), CostLedger(tmp_path / "l.jsonl"))
+    callback = PGKDCallback(data, student, teacher, PGKDSettings(mining=mining, oof_folds=4), {}, tmp_path)
+    texts, labels = callback.training_data()
+    student.fit(texts, labels, [], [])
+    memorised = dict(student.module.table)
+    proba, source = callback.history_proba()
+    wrong = int((proba.argmax(1) != labels).sum())
+    assert source == mining and (wrong > len(texts) // 2 if errors else wrong == 0)
+    assert student.fits == (5 if errors else 1)  # one fresh fit per fold
+    assert student.module.table == memorised  # the mined model is the one the loop fitted
+
+
+# --- resume, exhaustion ---------------------------------------------------------------------------
+
+def test_numeric_string_labels_survive_a_resume(compose, tmp_path, ag_news_small):
+    to_index = {label: str(i) for i, label in enumerate(ag_news_small.taxonomy)}
+    pool = pd.concat([ag_news_small.train, ag_news_small.val, ag_news_small.pool.head(400)])
+    for name, frame in (("train", pool), ("test", ag_news_small.test.head(100))):
+        frame.assign(label=frame.label.map(to_index)).to_csv(tmp_path / f"{name}.csv", index=False)
+    overrides = ("debug=fdr", "dataset=csv", f"dataset.train_file={tmp_path / 'train.csv'}",
+                 f"dataset.test_file={tmp_path / 'test.csv'}", "dataset.n_annotated=120", "pgkd.samples_per_step=8")
+    first = run(compose(*overrides, "pgkd.num_kd_steps=1"), tmp_path / "run")
+    assert first["n_classes"] == 4
+    resumed = run(compose(*overrides, "pgkd.num_kd_steps=2"), tmp_path / "run")  # reads history.csv back
+    assert [s["step"] for s in resumed["steps"]] == [0, 1, 2]
+    history = pd.read_csv(tmp_path / "run" / "history.csv", dtype=str, keep_default_na=False)
+    assert set(history.label) <= {"0", "1", "2", "3"}
+
+
+class EchoingTeacher(ScriptedTeacher):
+    """Only ever returns texts the loop must reject (validation copies): nothing to learn from."""
+
+    def complete(self, messages, params):
+        reply = super().complete(messages, params)
+        reply.text = json.dumps([{"text": t, "label": l} for t, l in list(self.known.items())[-8:]])
+        return reply
+
+    def bind_dataset(self, dataset):
+        super().bind_dataset(dataset)
+        self.known = dict(zip(dataset.val.text, dataset.val.label))
+
+
+def test_a_step_that_accepts_nothing_stops_the_run_instead_of_refitting(compose, tmp_path):
+    cfg = compose(*TINY, "dataset.n_annotated=120", "trainer.max_epochs=1")
+    from hydra.utils import instantiate
+
+    data = instantiate(cfg.dataset)
+    student = build_student(cfg, len(data.taxonomy), tmp_path)
+    backend = EchoingTeacher()
+    teacher = TeacherClient(backend, CostLedger(tmp_path / "l.jsonl"))
+    backend.bind_dataset(data)
+    settings = PGKDSettings(num_kd_steps=3, samples_per_step=8, samples_per_call=8, max_calls_per_step=4)
+    metrics = run_pgkd(data, student, teacher, settings, OmegaConf.to_container(cfg.prompt), tmp_path)
+    assert metrics["stopped"] == "teacher_exhausted"
+    assert [s["step"] for s in metrics["steps"]] == [0]  # no refit on unchanged data, no patience burnt
+    prompts = prompts_of(tmp_path)
+    assert len(prompts) == 4 and len(set(prompts)) == 4  # re-asks drew other examples
+    assert metrics["best_step"] == 0 and metrics["test"] == metrics["model_0"]["test"]
+
+
+# --- the behavioural A/B: reading the validation report is what helps ---------------------------
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_teacher_reading_the_report_beats_one_ignoring_it(compose, tmp_path, seed):
+    """Same data, seed and student; the two scripted teachers differ only in reading the
+    validation report. Two classes are nearly missing from the annotated sample, so a teacher
+    that targets the weak classes must lift validation macro-F1 more. (The frozen MiniLM
+    student: a tiny random BERT predicts one class at model_0, so its report says nothing.)"""
+    cfg = compose("teacher=scripted", "student=minilm_l6_frozen", "dataset.n_annotated=300",
+                  "dataset.test_limit=300", f"seed={seed}")
+    from hydra.utils import instantiate
+
+    results, generated = {}, {}
+    for read_report in (True, False):
+        data = instantiate(cfg.dataset)
+        scarce = data.train.label.isin(["Business", "Sci/Tech"])
+        data.train = pd.concat([data.train[~scarce], data.train[scarce].groupby("label").head(4)]).reset_index(drop=True)
+        run_dir = tmp_path / str(read_report)
+        student = build_student(cfg, len(data.taxonomy), run_dir)
+        backend = ScriptedTeacher(read_report=read_report, floor=0.05)
+        backend.bind_dataset(data)
+        teacher = TeacherClient(backend, CostLedger(run_dir / "ledger.jsonl"))
+        settings = PGKDSettings(num_kd_steps=2, samples_per_step=32, samples_per_call=32)
+        results[read_report] = run_pgkd(data, student, teacher, settings, OmegaConf.to_container(cfg.prompt),
+                                        run_dir, seed=seed)
+        history = pd.read_csv(run_dir / "history.csv", keep_default_na=False)
+        generated[read_report] = history[history.origin == "teacher"].label.isin(["Business", "Sci/Tech"]).mean()
+    reads, ignores = results[True], results[False]
+    assert reads["model_0"]["val"] == ignores["model_0"]["val"]
+    assert generated[True] > generated[False] + 0.15  # it wrote for the classes the report calls weak
+    assert reads["val"]["macro_f1"] > ignores["val"]["macro_f1"]
+    assert reads["val"]["macro_f1"] > reads["model_0"]["val"]["macro_f1"] + 0.2

@@ -110,3 +110,29 @@ def test_copies_of_history_cut_short_are_rejected_and_new_texts_kept():
     assert dict(result.rejected) == {"history_near_duplicate": 1}
     firewall = SplitFirewall([original])
     assert firewall.reason(original[:90]) == "split_near_duplicate"  # a cut copy of a test text
+
+
+def test_normalisation_is_unicode_aware():
+    """Non-English datasets: normalising must not erase the text (it used to return "" for
+    Cyrillic, so every sample was a 'duplicate' of every other)."""
+    assert normalize("Привет, мир") == "привет мир"
+    assert normalize("ＡＢＣ Straße") == "abc strasse"  # NFKC + casefold
+    assert normalize("مرحبا بالعالم") == "مرحبا بالعالم"
+    assert normalize("今天天气很好") == "今 天 天 气 很 好"  # unspaced script: characters as tokens
+    history = ["Центральный банк повысил ключевую ставку", "Футбольный клуб выиграл кубок страны"]
+    seen = {normalize(t) for t in history}
+    reply = json.dumps([{"text": "Новый смартфон получил складной экран", "label": "tech"},
+                        {"text": "Центральный банк повысил ключевую ставку", "label": "business"}])
+    result = parse_samples(reply, ["business", "tech"], seen=seen,
+                           firewall=SplitFirewall(["Учёные открыли новую планету у далёкой звезды"]))
+    assert [s["text"] for s in result.samples] == ["Новый смартфон получил складной экран"]
+    assert result.rejected == {"duplicate": 1}
+
+
+def test_firewall_catches_near_copies_in_unspaced_scripts():
+    firewall = SplitFirewall(["今天北京的天气非常好，适合出去散步，公园里有很多人在放风筝和跑步。",
+                              "Учёные открыли новую планету у далёкой звезды"])
+    assert firewall.reason("今天北京的天气非常好，适合出门散步，公园里有很多人在放风筝和跑步。") == "split_near_duplicate"
+    assert firewall.reason("учёные открыли новую планету у далёкой звезды!") == "split_exact_duplicate"
+    assert firewall.reason("股票市场今天大幅下跌") is None
+    assert firewall.reason("Новый смартфон получил складной экран") is None

@@ -293,11 +293,12 @@ def test_ask_many_keeps_order_with_concurrency(tmp_path, anthropic_key):
     responses = [Scripted(body=anthropic_message("same"), delay_s=0.3)]
     with LoopbackServer(responses) as server:
         client = client_for(AnthropicBackend(base_url=server.url), tmp_path, max_concurrency=4)
+        client.ask(MESSAGES, PARAMS, request_index=99)  # SDK import and client set-up stay out of the timing
         started = time.perf_counter()
         replies = client.ask_many([Request(MESSAGES, PARAMS, i) for i in range(8)])
         elapsed = time.perf_counter() - started
     assert [r.request_index for r in replies] == list(range(8))
-    assert len(server.requests) == 8 and elapsed < 8 * 0.3 * 0.6  # ran in parallel
+    assert len(server.requests) == 9 and elapsed < 8 * 0.3 * 0.6  # ran in parallel
     assert json.loads((tmp_path / "ledger.jsonl").read_text().splitlines()[0])["backend"] == "anthropic"
 
 
@@ -317,3 +318,32 @@ def test_hf_backend_generates_with_a_chat_template(tmp_path):
     reply = client.ask(MESSAGES, SamplingParams(temperature=1.0, max_tokens=12, seed=3))
     assert reply.output_tokens == 12 and reply.input_tokens > 10 and reply.backend == "hf"
     assert client.ask(MESSAGES, SamplingParams(temperature=1.0, max_tokens=12, seed=3)).cache_hit
+
+
+class SlowScripted(ScriptedTeacher):
+    """A scripted teacher that takes its time, so concurrent calls overlap."""
+
+    def complete(self, messages, params):
+        time.sleep(0.15)
+        return super().complete(messages, params)
+
+
+def test_budget_holds_under_concurrency_in_a_zero_shot_run(tmp_path, ag_news_small):
+    """Eight calls in flight must not all pass the budget check before any is paid for: the
+    worst case is reserved under a lock and settled after the call."""
+    from omegaconf import OmegaConf
+
+    from pgkd.zero_shot import run_zero_shot
+
+    prompt_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "prompt" / "pgkd.yaml"))
+    backend = SlowScripted()
+    backend.bind_dataset(ag_news_small)
+    client = TeacherClient(backend, CostLedger(tmp_path / "l.jsonl"), None, prices=Prices(input_per_mtok=1000.0),
+                           budget_usd=1.0, max_concurrency=8)
+    request = [Message("user", "x" * 1000)]
+    worst = client.worst_case_cost(request, SamplingParams(max_tokens=64))
+    result = run_zero_shot(ag_news_small, client, prompt_cfg, tmp_path, limit=40)
+    spent = client.ledger.spent()
+    assert result["stopped"] == "budget" and 0 < result["n_evaluated"] < 40
+    assert 0 < spent <= 1.0 and worst > 0
+    assert client._reserved == pytest.approx(0.0)  # every reservation was settled

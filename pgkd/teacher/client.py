@@ -151,13 +151,24 @@ class TeacherClient:
             return reply
         raise AssertionError("unreachable")
 
-    def ask_many(self, requests: Sequence[Request], accept: Callable[[str], bool] | None = None) -> list[Reply]:
-        """Replies in request order, ``max_concurrency`` calls in flight at a time."""
+    def ask_many(self, requests: Sequence[Request], accept: Callable[[str], bool] | None = None,
+                 return_exceptions: bool = False) -> list[Reply | TeacherError]:
+        """Replies in request order, ``max_concurrency`` calls in flight at a time. With
+        ``return_exceptions`` a failed request gives its TeacherError in its place (the others'
+        replies, already paid for, are kept); otherwise the first error is raised."""
+
+        def one(r: Request) -> Reply | TeacherError:
+            try:
+                return self.ask(r.messages, r.params, r.request_index, r.purpose, accept)
+            except TeacherError as error:
+                if not return_exceptions:
+                    raise
+                return error
+
         if self.max_concurrency <= 1 or len(requests) <= 1:
-            return [self.ask(r.messages, r.params, r.request_index, r.purpose, accept) for r in requests]
+            return [one(r) for r in requests]
         with ThreadPoolExecutor(self.max_concurrency) as pool:
-            futures = [pool.submit(self.ask, r.messages, r.params, r.request_index, r.purpose, accept)
-                       for r in requests]
+            futures = [pool.submit(one, r) for r in requests]
             return [future.result() for future in futures]
 
     def with_seed(self, params: SamplingParams, request_index: int) -> SamplingParams:

@@ -23,21 +23,23 @@ class ScriptedTeacher(Backend):
     ``label_noise``: share of samples given a wrong label (a teacher whose data stops helping).
     ``reply_style``: ``json`` | ``fenced`` (code fence) | ``prose`` (text around the JSON).
     ``zero_shot_accuracy``: share of zero-shot answers that are right.
+    ``read_report=False``: ignore the validation report (classes drawn uniformly), the control of
+    an A/B that shows reading the report is what helps.
     """
 
     name = "scripted"
 
     def __init__(self, model: str = "scripted-v1", label_noise: float = 0.0, reply_style: str = "json",
-                 zero_shot_accuracy: float = 1.0, floor: float = 0.2):
+                 zero_shot_accuracy: float = 1.0, floor: float = 0.2, read_report: bool = True):
         self.model, self.label_noise, self.reply_style = model, label_noise, reply_style
-        self.zero_shot_accuracy, self.floor = zero_shot_accuracy, floor
+        self.zero_shot_accuracy, self.floor, self.read_report = zero_shot_accuracy, floor, read_report
         self.taxonomy: list[str] = []
         self.by_label: dict[str, list[str]] = {}
         self.known: dict[str, str] = {}
 
     def output_settings(self) -> dict:
         return {"label_noise": self.label_noise, "reply_style": self.reply_style,
-                "zero_shot_accuracy": self.zero_shot_accuracy, "floor": self.floor}
+                "zero_shot_accuracy": self.zero_shot_accuracy, "floor": self.floor, "read_report": self.read_report}
 
     def bind_dataset(self, dataset) -> None:
         self.taxonomy = list(dataset.taxonomy)
@@ -73,7 +75,7 @@ class ScriptedTeacher(Backend):
         else:
             asked = int(m.group(1)) if (m := ASKED.search(prompt)) else 8
             report = {row["label"]: float(row["f1"]) for row in REPORT_ROW.finditer(prompt)
-                      if row["label"] in self.by_label}
+                      if row["label"] in self.by_label and self.read_report}
             targets = [c for c in self.taxonomy if self.by_label[c]]
             # weak classes get more samples: weight 1 - F1 (+ a floor so no class starves)
             weights = [1.0 - report.get(c, 0.0) + self.floor for c in targets] if report else None
