@@ -347,3 +347,105 @@ def test_budget_holds_under_concurrency_in_a_zero_shot_run(tmp_path, ag_news_sma
     assert result["stopped"] == "budget" and 0 < result["n_evaluated"] < 40
     assert 0 < spent <= 1.0 and worst > 0
     assert client._reserved == pytest.approx(0.0)  # every reservation was settled
+
+
+# --- teacher=file: requests as files, replies from whoever answers ------------------------------
+
+class QueueAnswerer:
+    """A thread that answers a queue folder the way a helper would: read each unanswered
+    ``*.prompt.txt``, write the reply under another name, rename it into place."""
+
+    def __init__(self, folder, answer, atomic=True):
+        import threading
+
+        self.folder, self.answer, self.atomic = folder, answer, atomic
+        self.answered: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while not self.stop.is_set():
+            for prompt in sorted(self.folder.glob("*.prompt.txt")):
+                request_id = prompt.name.removesuffix(".prompt.txt")
+                reply = self.folder / f"{request_id}.reply.txt"
+                if reply.exists() or request_id in self.answered:
+                    continue
+                request = json.loads((self.folder / f"{request_id}.request.json").read_text())
+                text = self.answer(prompt.read_text(), request)
+                if self.atomic:
+                    (self.folder / f"{request_id}.reply.tmp").write_text(text)
+                    (self.folder / f"{request_id}.reply.tmp").rename(reply)
+                else:  # a careless writer: half now, the rest a moment later
+                    with reply.open("w") as handle:
+                        handle.write(text[: len(text) // 2])
+                        handle.flush()
+                        time.sleep(0.1)
+                        handle.write(text[len(text) // 2:])
+                self.answered.append(request_id)
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=5)
+
+
+def test_file_teacher_is_answered_through_the_queue_and_cached(tmp_path):
+    from pgkd.teacher import FileQueueBackend
+
+    queue = tmp_path / "queue"
+    backend = FileQueueBackend(queue, model="helper-model", poll_interval_s=0.05, timeout_s=30)
+    client = TeacherClient(backend, CostLedger(tmp_path / "l.jsonl"), ResponseCache(tmp_path / "c.sqlite"))
+    with QueueAnswerer(queue, lambda prompt, request: json.dumps([{"text": "ok " + prompt[-20:], "label": "a"}])) as helper:
+        reply = client.ask(MESSAGES, PARAMS)
+        again = client.ask(MESSAGES, PARAMS)
+    assert "Give me 2 samples." in reply.text and again.cache_hit and len(helper.answered) == 1
+    request_id = helper.answered[0]
+    request = json.loads((queue / f"{request_id}.request.json").read_text())
+    assert request["messages"][1]["content"] == "Give me 2 samples." and request["params"]["max_tokens"] == 64
+    assert "[system]\nYou write data." in (queue / f"{request_id}.prompt.txt").read_text()
+    entry = client.ledger.entries()[0]
+    assert entry["usage_estimated"] and entry["input_tokens"] > 0 and entry["output_tokens"] > 0
+
+
+def test_file_teacher_times_out_with_a_message_naming_the_reply_file(tmp_path):
+    from pgkd.teacher import FileQueueBackend
+
+    backend = FileQueueBackend(tmp_path, poll_interval_s=0.05, timeout_s=0.3)
+    with pytest.raises(TransientTeacherError, match=r"write the answer to .*\.reply\.txt"):
+        backend.complete(MESSAGES, PARAMS)
+    assert len(list(tmp_path.glob("*.prompt.txt"))) == 1 and not list(tmp_path.glob("*.reply.txt"))
+
+
+def test_file_teacher_never_reads_a_half_written_reply(tmp_path):
+    from pgkd.teacher import FileQueueBackend
+
+    backend = FileQueueBackend(tmp_path, poll_interval_s=0.3, timeout_s=30)
+    full = json.dumps([{"text": "x" * 5000, "label": "a"}])
+    request_id = backend.submit(MESSAGES, PARAMS)
+    (tmp_path / f"{request_id}.reply.txt.partial").write_text(full[:100])  # another name: ignored
+    with QueueAnswerer(tmp_path, lambda prompt, request: full, atomic=False):
+        reply = backend.complete(MESSAGES, PARAMS)
+    assert reply.text == full
+
+
+def test_a_pgkd_run_with_the_file_teacher(compose, tmp_path):
+    """The whole loop through teacher=file: parsing, ledger and resume work as with any backend."""
+    from pgkd.experiment import run
+
+    def answer(prompt, request):
+        n = int(prompt.split("please generate ")[1].split()[0])
+        return json.dumps([{"text": f"{label} news item number {i} about {label.lower()} matters", "label": label}
+                           for i, label in zip(range(n), ["World", "Sports", "Business", "Sci/Tech"] * n)])
+
+    cfg = compose("debug=fdr", "teacher=file", "teacher.backend.model=test-helper",
+                  "teacher.backend.poll_interval_s=0.05", "dataset.n_annotated=120", "pgkd.num_kd_steps=1",
+                  "pgkd.samples_per_step=8", f"teacher.backend.queue_dir={tmp_path / 'queue'}",
+                  f"teacher.cache_path={tmp_path / 'cache.sqlite'}")
+    with QueueAnswerer(tmp_path / "queue", answer) as helper:
+        metrics = run(cfg, tmp_path / "run")
+    assert metrics["steps"][1]["accepted"] == 8 and len(helper.answered) == 1
+    assert metrics["teacher"]["model"] == "test-helper" and metrics["teacher"]["calls"] == 1

@@ -15,12 +15,13 @@ from pgkd.teacher.base import (Backend, BudgetExceeded, CacheMiss, Message, Repl
 from pgkd.teacher.bedrock import BedrockBackend
 from pgkd.teacher.client import Prices, Request, RetryPolicy, TeacherClient
 from pgkd.teacher.fakes import ReplayBackend, ScriptedTeacher
+from pgkd.teacher.file_queue import FileQueueBackend
 from pgkd.teacher.local import HFBackend, LlamaCppBackend
 from pgkd.teacher.openai_api import OpenAIBackend
 from pgkd.teacher.store import CostLedger, ResponseCache
 
 __all__ = [
-    "AnthropicBackend", "Backend", "BedrockBackend", "BudgetExceeded", "CacheMiss", "CostLedger",
+    "AnthropicBackend", "Backend", "BedrockBackend", "BudgetExceeded", "CacheMiss", "CostLedger", "FileQueueBackend",
     "HFBackend", "LlamaCppBackend", "Message", "OpenAIBackend", "Prices", "ReplayBackend", "Reply",
     "Request", "ResponseCache", "RetryPolicy", "SamplingParams", "ScriptedTeacher", "TeacherAuthError",
     "TeacherClient", "TeacherError", "TeacherRequestError", "TransientTeacherError", "build_teacher",

@@ -39,6 +39,7 @@ class Reply:
     cost_usd: float = 0.0
     cache_hit: bool = False
     request_index: int = 0
+    usage_estimated: bool = False  # token counts are ours, not the provider's (file replies)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 

@@ -118,7 +118,8 @@ class TeacherClient:
             accepted = accept is None or accept(reply.text)
             self.ledger.append({**entry, "status": "ok" if accepted else "rejected", "cache_hit": False,
                                 "input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens,
-                                "cost_usd": reply.cost_usd, "latency_s": round(reply.latency_s, 3)})
+                                "cost_usd": reply.cost_usd, "latency_s": round(reply.latency_s, 3),
+                                **({"usage_estimated": True} if reply.usage_estimated else {})})
         finally:
             self._settle(reserved)
         if reserved and reply.cost_usd > reserved:
