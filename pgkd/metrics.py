@@ -39,6 +39,17 @@ def classification_metrics(gold: Sequence[int], pred: Sequence[int], taxonomy: S
     return metrics
 
 
+def top_confusions(gold: Sequence[int], pred: Sequence[int], taxonomy: Sequence[str], k: int) -> list[list]:
+    """The ``k`` most frequent (gold label, predicted label, count) errors, most frequent first
+    (ties by label order): counts and label names only."""
+    pairs: dict[tuple[int, int], int] = {}
+    for g, p in zip(np.asarray(gold), np.asarray(pred)):
+        if g != p and p >= 0:
+            pairs[(int(g), int(p))] = pairs.get((int(g), int(p)), 0) + 1
+    ranked = sorted(pairs.items(), key=lambda item: (-item[1], item[0]))[:k]
+    return [[taxonomy[g], taxonomy[p], n] for (g, p), n in ranked]
+
+
 def summary(metrics: dict, keys: Sequence[str] = ("loss", "accuracy", "macro_f1", "weighted_f1")) -> str:
     """One line such as ``loss 0.412  accuracy 0.851  macro_f1 0.850``."""
     return "  ".join(f"{key} {metrics[key]:.3f}" for key in keys if key in metrics)

@@ -37,16 +37,26 @@ def format_examples(frame: pd.DataFrame, max_chars: int = 400, predicted: bool =
 def validation_report(metrics: Mapping, max_classes: int | None = None) -> str:
     """Aggregate validation numbers only (never a validation text): overall accuracy, then
     ``label | precision | recall | f1 | support`` per class (recall is the per-class accuracy).
-    ``max_classes`` keeps the weakest classes by F1 (for small-context teachers and 300+ classes)."""
-    per_class = list(metrics["per_class"].items())
+    Classes without validation examples get no row (``0.00 | 0.00 | 0.00 | 0`` reads as a
+    failure): one line names them. ``max_classes`` keeps the weakest scored classes by F1 (for
+    small-context teachers and 300+ classes)."""
+    scored = [(label, m) for label, m in metrics["per_class"].items() if m["support"] > 0]
+    unscored = [label for label, m in metrics["per_class"].items() if m["support"] == 0]
     header = [f"accuracy: {metrics['accuracy']:.3f}", f"macro avg f1: {metrics['macro_f1']:.3f}"]
-    if max_classes and len(per_class) > max_classes:
-        per_class = sorted(per_class, key=lambda item: (item[1]["support"] == 0, item[1]["f1"]))[:max_classes]
-        header.append(f"(the {max_classes} classes with the lowest F1 of {len(metrics['per_class'])})")
+    if max_classes and len(scored) > max_classes:
+        header.append(f"(the {max_classes} classes with the lowest F1 of {len(scored)} scored)")
+        scored = sorted(scored, key=lambda item: item[1]["f1"])[:max_classes]
     rows = header + ["label | precision | recall | f1 | support"]
     rows += [f"{label} | {m['precision']:.2f} | {m['recall']:.2f} | {m['f1']:.2f} | {m['support']}"
-             for label, m in per_class]
+             for label, m in scored]
+    if unscored:
+        rows.append(f"not scored (no validation examples): {', '.join(unscored)}")
     return "\n".join(rows)
+
+
+def confusion_lines(confusions: Sequence[Sequence]) -> str:
+    """``true label -> predicted label: count`` per line (counts only, never a text)."""
+    return "\n".join(f"{gold} -> {pred}: {count}" for gold, pred, count in confusions)
 
 
 def generation_schema(taxonomy: Sequence[str], n_samples: int) -> dict:
@@ -67,18 +77,21 @@ def generation_schema(taxonomy: Sequence[str], n_samples: int) -> dict:
 def build_pgkd_messages(prompt_cfg: Mapping, *, taxonomy: Sequence[str], fewshot: pd.DataFrame,
                         n_samples: int, report: Mapping | None, correct: pd.DataFrame,
                         misclassified: pd.DataFrame, hard_negatives: pd.DataFrame | None,
-                        max_chars: int = 400, report_max_classes: int | None = None) -> tuple[list[Message], list[str]]:
+                        max_chars: int = 400, report_max_classes: int | None = None,
+                        confusions: Sequence[Sequence] | None = None) -> tuple[list[Message], list[str]]:
     """Messages of one PGKD request and the names of the sections they contain.
 
     ``report=None`` drops the validation report (ablation "w/o Validation");
     ``hard_negatives=None`` drops that section (ablation "w/o Hard Negatives"); an empty mined
-    set drops its section too (there is nothing to show).
+    set drops its section too (there is nothing to show). ``confusions`` (gold, predicted, count)
+    adds the most frequent validation confusions (``pgkd.report_confusions``).
     """
     values = {
         "taxonomy": "\n".join(taxonomy),
         "fewshot": format_examples(fewshot, max_chars),
         "n_samples": n_samples,
         "validation_report": validation_report(report, report_max_classes) if report is not None else None,
+        "confusions": confusion_lines(confusions) if confusions else None,
         "correct": format_examples(correct, max_chars, predicted=True) if len(correct) else None,
         "misclassified": format_examples(misclassified, max_chars, predicted=True) if len(misclassified) else None,
         "hard_negatives": (format_examples(hard_negatives, max_chars, predicted=True)

@@ -18,6 +18,14 @@ from pgkd.metrics import classification_metrics
 TrainerFactory = Callable[..., pl.Trainer]
 
 
+def inference_device(trainer: TrainerFactory | None) -> torch.device:
+    """Where predictions run: the trainer's accelerator (Lightning moves a module back to the CPU
+    when a fit ends; evaluation, mining and test scoring should not stay there on a GPU box)."""
+    keywords = getattr(trainer, "keywords", {}) or {}
+    wants_gpu = str(keywords.get("accelerator", "cpu")) in ("gpu", "cuda", "auto")
+    return torch.device("cuda") if wants_gpu and torch.cuda.is_available() else torch.device("cpu")
+
+
 class RestoreBestWeights(Callback):
     """Load the best checkpoint into the module when fit ends, before any later ``on_fit_end``
     hook (the PGKD callback) sees the model. Lightning runs ModelCheckpoint callbacks last, so
@@ -57,6 +65,7 @@ class Student(ABC):
         self.seed = seed
         self.module: pl.LightningModule | None = None
         self.last_fit: dict = {}
+        self.device = inference_device(trainer)
 
     @abstractmethod
     def new_module(self) -> pl.LightningModule:

@@ -115,9 +115,9 @@ class FineTunedStudent(Student):
 
     @torch.inference_mode()
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        module = self.module
+        module = self.module.to(self.device)
         module.eval()
-        device = next(module.parameters()).device
+        device = self.device
         ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
         collate = DataCollatorWithPadding(self.tokenizer)
         out = np.zeros((len(ids), self.num_labels), dtype=np.float32)

@@ -54,12 +54,13 @@ class SentenceEncoder:
     """Mean-pooled, L2-normalised sentence embeddings (the sentence-transformers recipe)."""
 
     def __init__(self, model_name_or_path: str, max_length: int = 128, batch_size: int = 64,
-                 cache_dir: str | Path = ".cache"):
+                 cache_dir: str | Path = ".cache", device: str | torch.device = "cpu"):
         from transformers import AutoTokenizer
 
         source = encoders.resolve(model_name_or_path, cache_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(source)
-        self.model = AutoModel.from_pretrained(source).eval()
+        self.device = torch.device(device)
+        self.model = AutoModel.from_pretrained(source).eval().to(self.device)
         self.max_length, self.batch_size = max_length, batch_size
         self.dim = self.model.config.hidden_size
         self.cache = EmbeddingCache(Path(cache_dir) / "embeddings.sqlite",
@@ -71,11 +72,11 @@ class SentenceEncoder:
         collate = DataCollatorWithPadding(self.tokenizer)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for batch in length_sorted_batches([len(x) for x in ids], self.batch_size):
-            inputs = collate([{"input_ids": ids[i]} for i in batch])
+            inputs = {k: v.to(self.device) for k, v in collate([{"input_ids": ids[i]} for i in batch]).items()}
             hidden = self.model(**inputs).last_hidden_state
             mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out[batch] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+            out[batch] = torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
         return out
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -155,7 +156,7 @@ class FrozenEncoderStudent(Student):
     def encoder(self) -> SentenceEncoder:
         """Loaded on first use, so configs instantiate without touching the hub or disk."""
         if self._encoder is None:
-            self._encoder = SentenceEncoder(*self.encoder_args)
+            self._encoder = SentenceEncoder(*self.encoder_args, device=self.device)
         return self._encoder
 
     def new_module(self) -> LinearHead:
@@ -168,6 +169,6 @@ class FrozenEncoderStudent(Student):
 
     @torch.inference_mode()
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        self.module.eval()
-        logits = self.module(torch.from_numpy(self.encoder.encode(texts)))
-        return torch.softmax(logits, -1).numpy()
+        module = self.module.to(self.device).eval()
+        logits = module(torch.from_numpy(self.encoder.encode(texts)).to(self.device))
+        return torch.softmax(logits.float(), -1).cpu().numpy()
