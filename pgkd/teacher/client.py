@@ -104,7 +104,9 @@ class TeacherClient:
         messages = list(messages)
         backend_name, model, settings = self.backend.cache_identity
         key = cache_key(backend_name, model, messages, params, request_index, settings)
-        entry = {"backend": backend_name, "model": model, "purpose": purpose, "request_index": request_index}
+        # the cache key in the ledger lets a run's transcript be exported and replayed later
+        entry = {"backend": backend_name, "model": model, "purpose": purpose, "request_index": request_index,
+                 "key": key}
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             hit.request_index = request_index
             self.ledger.append({**entry, "status": "ok", "cache_hit": True, "input_tokens": hit.input_tokens,
