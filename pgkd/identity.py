@@ -26,7 +26,7 @@ NON_RESULT_KEYS = (
     "hydra", "paths", "run_name", "task_name", "logger", "threads", "force", "dry_run",
     "teacher.budget_usd", "teacher.max_concurrency", "teacher.retry", "teacher.cache_path",
     "teacher.original.budget_usd", "teacher.original.max_concurrency", "teacher.original.retry",
-    "teacher.original.cache_path", "teacher.backend.poll_interval_s", "teacher.backend.timeout_s", "teacher.backend.queue_dir",
+    "teacher.original.cache_path", "teacher.transcripts", "teacher.backend.poll_interval_s", "teacher.backend.timeout_s", "teacher.backend.queue_dir",
     "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
 )
 # A baseline (pgkd.enabled=false) never meets a teacher: these cannot change its numbers either.

@@ -65,19 +65,36 @@ def compact(metrics: dict) -> dict:
     return out
 
 
-def collect(roots: Iterable[str | Path], into: str | Path) -> int:
-    """Copy every finished run's compact metrics under ``roots`` to ``into/<run_name>.json``."""
+def collect(roots: Iterable[str | Path], into: str | Path, transcripts_into: str | Path | None = None) -> int:
+    """Copy every finished run's compact metrics under ``roots`` to ``into/<run_name>.json`` and,
+    with ``transcripts_into``, its teacher transcript (prompts and replies, gzipped) beside."""
     into, count = Path(into), 0
     for root in roots:
         for path in sorted(Path(root).rglob("metrics.json")):
             metrics = json.loads(path.read_text())
             if metrics.get("status") != "finished" or "run_name" not in metrics:
                 continue
-            target = into / (metrics["run_name"].replace("/", "__") + ".json")
+            name = metrics["run_name"].replace("/", "__")
+            target = into / f"{name}.json"
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps(compact(metrics), indent=1))
             count += 1
+            if transcripts_into and (path.parent / "teacher_ledger.jsonl").exists():
+                export_run_transcript(path.parent, Path(transcripts_into) / f"{name}.jsonl.gz")
     return count
+
+
+def export_run_transcript(run_dir: Path, out_path: Path) -> int:
+    """The transcript of a finished run, replies taken from the cache its config names."""
+    from omegaconf import OmegaConf
+
+    from pgkd.teacher.store import ResponseCache
+    from pgkd.transcripts import export_transcript
+
+    cache_path = OmegaConf.load(run_dir / "config.yaml").get("teacher", {}).get("cache_path")
+    if not cache_path or not Path(cache_path).exists():
+        return 0
+    return export_transcript(run_dir, ResponseCache(cache_path), out_path)
 
 
 def load_runs(folder: str | Path) -> pd.DataFrame:
@@ -93,6 +110,7 @@ def load_runs(folder: str | Path) -> pd.DataFrame:
                      "student": run.get("student", ""), "teacher": (run.get("teacher") or {}).get("model", ""),
                      "kd_steps": run.get("kd_steps"), "test_n": (run.get("test") or {}).get("n") or run.get("n_evaluated"),
                      "commit": short_commit(run),
+                     **{f"model_0_{m}": (run.get("model_0_test") or {}).get(m) for m in METRICS},
                      **{m: run["test"][m] for m in METRICS}})
     return pd.DataFrame(rows)
 
@@ -114,6 +132,24 @@ def mean_std(values: pd.Series) -> str:
     if len(values) == 1:
         return f"{values.iloc[0]:.3f}"
     return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+
+
+def paired_delta(group: pd.DataFrame, metric: str) -> str:
+    """Mean per-seed change of the kept model vs the same run's model_0, with a 95 % t interval
+    (each seed is its own control: the seed fixes the annotated sample and the initialisation)."""
+    from scipy import stats
+
+    column = f"model_0_{metric}"
+    if column not in group or group[column].isna().all():
+        return "-"
+    deltas = (group[metric] - group[column]).dropna()
+    if len(deltas) == 0:
+        return "-"
+    mean = deltas.mean()
+    if len(deltas) == 1:
+        return f"{mean:+.3f}"
+    half = stats.t.ppf(0.975, len(deltas) - 1) * deltas.std(ddof=1) / len(deltas) ** 0.5
+    return f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]"
 
 
 def _header(title: str, runs: pd.DataFrame) -> str:
@@ -148,6 +184,8 @@ def table2(runs: pd.DataFrame, datasets: Iterable[str] = ("ag_news", "yahoo_answ
                 for i, metric in enumerate(metrics):
                     row[metric] = mean_std(group[metric]) if len(group) else "not run"
                     row[f"paper {metric}"] = f"{reference[i]:.3f}" if reference and i < len(reference) else "-"
+                for metric in metrics[:2]:
+                    row[f"Δ {metric} vs model_0 [95% CI]"] = paired_delta(group, metric) if kind == "pgkd" else "-"
                 rows.append(row)
     frame = pd.DataFrame(rows)
     return _header(title, selected[selected.dataset.isin(list(datasets))]) + frame.to_markdown(index=False) + "\n", frame
@@ -167,6 +205,7 @@ def table4(runs: pd.DataFrame) -> tuple[str, pd.DataFrame]:
                                  & (selected.student == student)]
                 name = DATASET_NAMES[dataset]
                 row[name] = mean_std(group.accuracy) if len(group) else "not run"
+                row[f"{name} Δ vs model_0"] = paired_delta(group, "accuracy") if len(group) else "-"
                 row[f"paper {name}"] = f"{PAPER_TABLE4[(dataset, ablation)]:.3f}"
             rows.append(row)
     frame = pd.DataFrame(rows)
@@ -184,6 +223,7 @@ def table6(runs: pd.DataFrame) -> tuple[str, pd.DataFrame]:
             part = group[group.kind == kind]
             for metric in METRICS:
                 row[f"{label} {metric}"] = mean_std(part[metric]) if len(part) else "not run"
+        row["+PGKD Δ accuracy vs model_0 [95% CI]"] = paired_delta(group[group.kind == "pgkd"], "accuracy")
         reference = PAPER_TABLE6.get((dataset, int(n)))
         row["paper acc student / +PGKD"] = f"{reference[0]:.3f} / {reference[1]:.3f}" if reference else "-"
         rows.append(row)

@@ -18,6 +18,7 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     args = parser.parse_args()
     if args.collect:
-        print(f"collected {collect(args.collect, args.runs)} runs into {args.runs}")
+        count = collect(args.collect, args.runs, transcripts_into=args.runs.parent / "transcripts")
+        print(f"collected {count} runs into {args.runs} (transcripts in {args.runs.parent / 'transcripts'})")
     for path in write_tables(args.runs, args.out):
         print(f"wrote {path}")

@@ -87,7 +87,8 @@ def synthetic_runs(folder, rng=np.random.default_rng(0)):
             run = {"run_name": f"table2/ag_news/tiny/{method}/n1000/seed{seed}", "dataset": "ag_news",
                    "method": method, "seed": seed, "n_annotated": 1000, "student": "tiny", "status": "finished",
                    "teacher": {"model": "scripted-v1"}, "kd_steps": 2, "commit": "abcdef0123456789", "dirty": seed == 2,
-                   "test": {"n": 500, "accuracy": value, "macro_f1": value - 0.01, "weighted_f1": value - 0.02}}
+                   "test": {"n": 500, "accuracy": value, "macro_f1": value - 0.01, "weighted_f1": value - 0.02},
+                   "model_0_test": {"accuracy": base - 0.01 * seed, "macro_f1": base, "weighted_f1": base}}
             (folder / f"{method}-{seed}.json").write_text(json.dumps(run))
 
 
@@ -99,6 +100,9 @@ def test_tables_aggregate_known_means_and_stds(tmp_path):
     assert ag.loc["student", "accuracy"] == "0.820 ± 0.020"
     assert ag.loc["student + PGKD", "macro_f1"] == "0.860 ± 0.020"
     assert ag.loc["student", "paper accuracy"] == "0.884" and ag.loc["teacher zero-shot", "accuracy"] == "not run"
+    # paired per seed against the run's own model_0: deltas 0.05, 0.06, 0.07 -> mean 0.06, t(2) interval
+    assert ag.loc["student + PGKD", "Δ accuracy vs model_0 [95% CI]"] == "+0.060 [+0.035, +0.085]"
+    assert ag.loc["student", "Δ accuracy vs model_0 [95% CI]"] == "-"
     assert "Student: tiny. Teacher: scripted-v1. KD steps: 2. Test texts per run: 500" in markdown
     assert "Rows made at commit(s): abcdef0 (4 runs), abcdef0+dirty (2 runs)." in markdown
     _, ablations = table4(runs)

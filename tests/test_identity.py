@@ -141,3 +141,20 @@ def test_replay_takes_the_original_teachers_identity_and_recreates_a_run(compose
     assert replayed["test"] == original["test"]
     assert replayed["teacher"]["calls"] == replayed["teacher"]["cache_hits"] == 2
     assert replayed["teacher"]["cost_usd"] == 0.0
+
+
+def test_a_collected_transcript_replays_the_run_on_a_fresh_cache(compose, tmp_path):
+    from pgkd.results import collect
+    from pgkd.transcripts import read_transcript
+
+    cache = f"teacher.cache_path={tmp_path / 'cache.sqlite'}"
+    original = run(compose(*FAST, "pgkd.num_kd_steps=2", cache))
+    assert collect([tmp_path / "outputs"], tmp_path / "results" / "runs", tmp_path / "results" / "transcripts") == 1
+    transcript = next((tmp_path / "results" / "transcripts").glob("*.jsonl.gz"))
+    rows = read_transcript(transcript)
+    assert [r["purpose"] for r in rows] == ["pgkd_step_1", "pgkd_step_2"]
+    assert all(r["prompt"] and "please generate 8 training samples" in r["prompt"] and r["reply"] for r in rows)
+    replayed = run(compose(*FAST, "pgkd.num_kd_steps=2", "teacher=replay", "teacher@teacher.original=scripted",
+                           f"teacher.cache_path={tmp_path / 'fresh.sqlite'}", f"teacher.transcripts=[{transcript}]"))
+    assert replayed["steps"][-1]["val_loss"] == original["steps"][-1]["val_loss"]
+    assert replayed["test"] == original["test"] and replayed["teacher"]["cache_hits"] == 2

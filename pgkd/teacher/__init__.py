@@ -33,10 +33,20 @@ def build_teacher(cfg: DictConfig, ledger_path: str | Path, dataset=None) -> Tea
     backend: Backend = instantiate(cfg.backend)
     if dataset is not None:
         backend.bind_dataset(dataset)
+    cache = ResponseCache(cfg.cache_path) if cfg.get("cache_path") else None
+    if cfg.get("transcripts"):
+        from glob import glob
+
+        from pgkd.transcripts import load_transcripts
+
+        if cache is None:
+            raise ValueError("teacher.transcripts needs teacher.cache_path (replies are replayed from the cache)")
+        paths = sorted(p for pattern in cfg.transcripts for p in glob(str(pattern)))
+        load_transcripts(paths, cache)
     return TeacherClient(
         backend,
         ledger=CostLedger(ledger_path),
-        cache=ResponseCache(cfg.cache_path) if cfg.get("cache_path") else None,
+        cache=cache,
         prices=Prices(**cfg.get("prices", {})),
         retry=RetryPolicy(**cfg.get("retry", {})),
         budget_usd=cfg.get("budget_usd"),
