@@ -16,7 +16,7 @@ export WANDB_MODE ?= offline
 KD_STEPS ?= 2
 ARGS ?=
 
-.PHONY: install teacher run test test-all tables reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table6 bench clean
+.PHONY: install teacher run demo test test-all tables reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table6 bench clean
 
 install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
@@ -36,6 +36,10 @@ $(MODEL): | $(STAMP)
 
 run: install teacher
 	$(PY) scripts/run.py pgkd.num_kd_steps=$(KD_STEPS) $(ARGS)
+
+# replays committed Claude-class transcripts (AG News, HuffPost; embedded data): no LLM, $0
+demo: install
+	$(PY) scripts/demo.py
 
 test: install
 	$(BIN)/pytest -q $(ARGS)

@@ -123,6 +123,11 @@ def short_commit(run: dict) -> str:
     return run["commit"][:7] + ("+dirty" if run.get("dirty") else "")
 
 
+def teachers_of(runs: pd.DataFrame) -> list[str]:
+    """The teachers in ``runs``: PGKD and zero-shot rows never pool two teachers either."""
+    return sorted(set(runs.teacher) - {""}) or [""]
+
+
 def students_of(runs: pd.DataFrame) -> list[str]:
     """The students in ``runs``: tables never pool two students into one mean."""
     return sorted(set(runs.student) - {""}) or [""]
@@ -177,10 +182,14 @@ def table2(runs: pd.DataFrame, datasets: Iterable[str] = ("ag_news", "yahoo_answ
         for kind, label in (("baseline", "student"), ("pgkd", "student + PGKD"), ("zero_shot", "teacher zero-shot")):
             reference = paper.get((dataset, kind))
             reference = reference if isinstance(reference, tuple) else (reference,) if reference is not None else None
-            for student in [""] if kind == "zero_shot" else students_of(on_dataset):
-                group = on_dataset[(on_dataset.kind == kind) & ((on_dataset.student == student) | (kind == "zero_shot"))]
+            of_kind = on_dataset[on_dataset.kind == kind]
+            students = [""] if kind == "zero_shot" else students_of(on_dataset)
+            teachers = [""] if kind == "baseline" else teachers_of(of_kind)
+            for student, teacher in [(s, t) for s in students for t in teachers]:
+                group = of_kind[((of_kind.student == student) | (kind == "zero_shot"))
+                                & ((of_kind.teacher == teacher) | (kind == "baseline"))]
                 row = {"dataset": DATASET_NAMES.get(dataset, dataset), "method": label,
-                       "student": student or "-", "seeds": len(group)}
+                       "student": student or "-", "teacher": teacher or "-", "seeds": len(group)}
                 for i, metric in enumerate(metrics):
                     row[metric] = mean_std(group[metric]) if len(group) else "not run"
                     row[f"paper {metric}"] = f"{reference[i]:.3f}" if reference and i < len(reference) else "-"
@@ -194,15 +203,17 @@ def table2(runs: pd.DataFrame, datasets: Iterable[str] = ("ag_news", "yahoo_answ
 def table4(runs: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     """Accuracy of full PGKD and its two ablations per dataset, the paper's beside."""
     # the ablation sweep and single `pgkd` runs (full-length loops), not the Table 2 sweep's runs
-    selected = runs[(runs.kind == "pgkd") & (runs.n_annotated.fillna(1000) == 1000) & runs.task.isin(["table4", "pgkd"])]
+    # full PGKD of the Table 2 sweep is the same config as the ablation sweep's "full" jobs
+    selected = runs[(runs.kind == "pgkd") & (runs.n_annotated.fillna(1000) == 1000)
+                    & (runs.task.isin(["table4", "pgkd"]) | ((runs.task == "table2") & (runs.ablation == "full")))]
     rows = []
-    for student in students_of(selected):
+    for student, teacher in [(s, t) for s in students_of(selected) for t in teachers_of(selected)]:
         for ablation, label in (("full", "PGKD"), ("no_validation", "w/o Validation"),
                                 ("no_hard_negatives", "w/o Hard Negatives")):
-            row = {"method": label, "student": student or "-"}
+            row = {"method": label, "student": student or "-", "teacher": teacher or "-"}
             for dataset in ("ag_news", "yahoo_answers", "huffpost", "amzn_reviews"):
                 group = selected[(selected.dataset == dataset) & (selected.ablation == ablation)
-                                 & (selected.student == student)]
+                                 & (selected.student == student) & (selected.teacher == teacher)]
                 name = DATASET_NAMES[dataset]
                 row[name] = mean_std(group.accuracy) if len(group) else "not run"
                 row[f"{name} Δ vs model_0"] = paired_delta(group, "accuracy") if len(group) else "-"
