@@ -147,12 +147,13 @@ class TeacherContext:
 
 
 def teacher_step(step: int, history: pd.DataFrame, proba: np.ndarray, source: str, report: dict,
-                 ctx: TeacherContext) -> tuple[pd.DataFrame, dict]:
+                 ctx: TeacherContext, training_errors: int | None = None) -> tuple[pd.DataFrame, dict]:
     """One KD step's data: mine → prompt → ask → parse → accept.
 
     ``proba`` are the student's class probabilities for every history row (``source`` says
     whose: ``train`` or ``oof``); ``report`` the validation numbers the teacher may see. Each call
     (re-asks too) draws its own few-shot and mined examples, so re-asks are distinct prompts.
+    ``training_errors`` (the errors of the student's own predictions, when known) is recorded.
     Returns the accepted samples (history rows) and the step's counters.
     """
     settings, data = ctx.settings, ctx.data
@@ -171,7 +172,8 @@ def teacher_step(step: int, history: pd.DataFrame, proba: np.ndarray, source: st
     accepted: list[dict] = []
     mined_per_call: list[dict] = []
     counters = {**NO_TEACHER, "rejected": {}, "mining": source, "mining_scope": settings.mining_scope,
-                "training_errors": count_errors(history[scope], proba[scope], data.taxonomy)}
+                "mined_errors": count_errors(history[scope], proba[scope], data.taxonomy),
+                "training_errors": training_errors}
     sections: list[str] = []
     for call in range(settings.max_calls_per_step):
         missing = settings.samples_per_step - len(accepted)
@@ -351,17 +353,17 @@ class KDLoop:
             [{"step": r["step"], "label": k, "f1": v} for r in state.steps for k, v in r["per_class_f1"].items()]))
 
     # -- between fits -------------------------------------------------------------------------
-    def history_proba(self) -> tuple[np.ndarray, str]:
-        """The student's probabilities on the history and their source (``pgkd.mining``)."""
+    def history_proba(self) -> tuple[np.ndarray, str, int]:
+        """The student's probabilities on the history, their source (``pgkd.mining``) and the
+        number of errors the student's own predictions make in the mining scope."""
         proba = self.student.predict_proba(self.history.text)
+        scope = in_scope(self.history, self.settings.mining_scope)
+        errors = count_errors(self.history[scope], proba[scope], self.data.taxonomy)
         if self.settings.mining == "train":
-            return proba, "train"
-        if self.settings.mining == "auto":
-            needed = self.settings.n_misclassified + self.settings.hard_negatives_asked
-            scope = in_scope(self.history, self.settings.mining_scope)
-            if count_errors(self.history[scope], proba[scope], self.data.taxonomy) >= needed:
-                return proba, "train"
-        return self.out_of_fold_proba(), "oof"
+            return proba, "train", errors
+        if self.settings.mining == "auto" and errors >= self.settings.n_misclassified + self.settings.hard_negatives_asked:
+            return proba, "train", errors
+        return self.out_of_fold_proba(), "oof", errors
 
     def out_of_fold_proba(self) -> np.ndarray:
         """k-fold predictions on the history, each fold by a fresh model (never one that saw it),
@@ -385,9 +387,10 @@ class KDLoop:
     def run_teacher_step(self) -> None:
         """Generate the samples for the next fit; a budget stop or an exhausted teacher ends the run."""
         step = self.state.step
-        proba, source = self.history_proba()
+        proba, source, training_errors = self.history_proba()
         try:
-            new, counters = teacher_step(step, self.history, proba, source, self.state.last_report, self.ctx)
+            new, counters = teacher_step(step, self.history, proba, source, self.state.last_report, self.ctx,
+                                         training_errors)
         except BudgetExceeded as error:
             log.warning("stopping: %s", error)
             self.state.stopped = "budget"

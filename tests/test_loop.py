@@ -349,7 +349,7 @@ def test_out_of_fold_mining_shows_errors_a_memorising_student_hides(ag_news_smal
     texts, labels = loop.training_data()
     student.fit(texts, labels, [], [])
     memorised = dict(student.module.table)
-    proba, source = loop.history_proba()
+    proba, source, _ = loop.history_proba()
     wrong = int((proba.argmax(1) != labels).sum())
     assert source == mining and (wrong > len(texts) // 2 if errors else wrong == 0)
     assert student.fits == (5 if errors else 1)  # one fresh fit per fold

@@ -60,7 +60,8 @@ def loop_for(data, student, tmp_path, **settings) -> KDLoop:
 def test_auto_mining_falls_back_to_out_of_fold_only_without_enough_training_errors(
         ag_news_small, tmp_path, student_class, source):
     student = student_class(len(ag_news_small.taxonomy))
-    proba, used = loop_for(ag_news_small, student, tmp_path, mining="auto").history_proba()
+    proba, used, training_errors = loop_for(ag_news_small, student, tmp_path, mining="auto").history_proba()
+    assert (training_errors == 0) == (source == "oof")
     assert used == source and student.fits == (4 if source == "oof" else 1)
     labels = np.array(ag_news_small.ids(ag_news_small.train.label))
     assert (proba.argmax(1) != labels).sum() >= 32
@@ -68,10 +69,10 @@ def test_auto_mining_falls_back_to_out_of_fold_only_without_enough_training_erro
 
 def test_out_of_fold_folds_are_seeded_by_the_kd_step(ag_news_small, tmp_path):
     loop = loop_for(ag_news_small, NearestStudent(len(ag_news_small.taxonomy)), tmp_path, mining="oof")
-    first, _ = loop.history_proba()
-    again, _ = loop.history_proba()
+    first, _, _ = loop.history_proba()
+    again, _, _ = loop.history_proba()
     loop.state.step = 5
-    other, _ = loop.history_proba()
+    other, _, _ = loop.history_proba()
     np.testing.assert_array_equal(first, again)  # a resumed run mines the same rows
     assert not np.array_equal(first, other)
 
