@@ -12,6 +12,8 @@ from typing import Iterable
 import pandas as pd
 
 METRICS = ("accuracy", "macro_f1", "weighted_f1")
+# the loop options beyond the paper, at their defaults (an A/B run changes one of them)
+OPTION_DEFAULTS = {"mining": "auto", "mining_scope": "history", "report_confusions": 0, "selection_fraction": 0.0}
 DATASET_NAMES = {"ag_news": "AG-news", "yahoo_answers": "Yahoo Answers", "huffpost": "Huffington Post",
                  "amzn_reviews": "AMZN Reviews", "imdb": "IMDB", "inshorts": "Inshorts"}
 # Paper Table 2 (accuracy, macro-F1, weighted-F1; means over 5 seeds)
@@ -62,6 +64,7 @@ def compact(metrics: dict) -> dict:
                                                  "rejected", "calls", "wall_s")} for s in metrics["steps"]]
     if "settings" in metrics:
         out["kd_steps"] = metrics["settings"].get("num_kd_steps")
+        out["options"] = {k: metrics["settings"].get(k) for k in OPTION_DEFAULTS if k in metrics["settings"]}
     return out
 
 
@@ -110,6 +113,8 @@ def load_runs(folder: str | Path) -> pd.DataFrame:
                      "student": run.get("student", ""), "teacher": (run.get("teacher") or {}).get("model", ""),
                      "kd_steps": run.get("kd_steps"), "test_n": (run.get("test") or {}).get("n") or run.get("n_evaluated"),
                      "commit": short_commit(run),
+                     "variant": ", ".join(f"{k}={v}" for k, v in (run.get("options") or {}).items()
+                                          if v != OPTION_DEFAULTS.get(k)) or "defaults",
                      **{f"model_0_{m}": (run.get("model_0_test") or {}).get(m) for m in METRICS},
                      **{m: run["test"][m] for m in METRICS}})
     return pd.DataFrame(rows)
@@ -175,7 +180,7 @@ def table2(runs: pd.DataFrame, datasets: Iterable[str] = ("ag_news", "yahoo_answ
     metrics = list(metrics)
     # the ablation and sample-size sweeps, and single `pgkd` runs, have tables of their own
     selected = runs[(runs.n_annotated.fillna(1000) == 1000) & runs.ablation.isin(["", "full"])
-                    & ~runs.task.isin(["table4", "table6", "pgkd"])]
+                    & ~runs.task.isin(["table4", "table6", "pgkd", "ab"])]
     rows = []
     for dataset in datasets:
         on_dataset = selected[selected.dataset == dataset]
@@ -226,7 +231,7 @@ def table4(runs: pd.DataFrame) -> tuple[str, pd.DataFrame]:
 def table6(runs: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     """Baseline vs +PGKD by annotated sample size."""
     selected = runs[runs.kind.isin(["baseline", "pgkd"]) & runs.ablation.isin(["", "full"])
-                    & ~runs.task.isin(["table4", "pgkd"])]
+                    & ~runs.task.isin(["table4", "pgkd", "ab"])]
     rows = []
     for (dataset, n, student), group in selected.groupby(["dataset", "n_annotated", "student"]):
         row = {"dataset": DATASET_NAMES.get(dataset, dataset), "samples": int(n), "student": student or "-"}
@@ -242,6 +247,36 @@ def table6(runs: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     return _header("Table 6 (training sample size)", selected) + frame.to_markdown(index=False) + "\n", frame
 
 
+def ab_table(runs: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+    """Each loop option (task ``ab``) against PGKD with the defaults on the same dataset, seed,
+    student and teacher: per-seed paired test change with a 95 % interval."""
+    from scipy import stats
+
+    pgkd = runs[(runs.kind == "pgkd") & (runs.ablation == "full") & (runs.n_annotated.fillna(1000) == 1000)]
+    control = pgkd[(pgkd.variant == "defaults") & (pgkd.task == "table2")]
+    rows = []
+    for (dataset, variant, student, teacher), group in pgkd[pgkd.task == "ab"].groupby(
+            ["dataset", "variant", "student", "teacher"]):
+        paired = group.merge(control[(control.dataset == dataset) & (control.student == student)
+                                     & (control.teacher == teacher)], on="seed", suffixes=("", "_control"))
+        row = {"dataset": DATASET_NAMES.get(dataset, dataset), "option": variant, "student": student,
+               "teacher": teacher, "seeds": len(paired)}
+        for metric in ("accuracy", "macro_f1"):
+            deltas = paired[metric] - paired[f"{metric}_control"]
+            row[f"{metric} (option)"] = mean_std(paired[metric]) if len(paired) else "-"
+            row[f"{metric} (defaults)"] = mean_std(paired[f"{metric}_control"]) if len(paired) else "-"
+            if len(deltas) > 1:
+                half = stats.t.ppf(0.975, len(deltas) - 1) * deltas.std(ddof=1) / len(deltas) ** 0.5
+                row[f"Δ {metric} [95% CI]"] = f"{deltas.mean():+.3f} [{deltas.mean() - half:+.3f}, {deltas.mean() + half:+.3f}]"
+            else:
+                row[f"Δ {metric} [95% CI]"] = f"{deltas.mean():+.3f}" if len(deltas) else "-"
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    selected = pgkd[pgkd.task == "ab"]
+    body = frame.to_markdown(index=False) if len(frame) else "(no A/B runs)"
+    return _header("A/B of the loop options (test, paired per seed vs PGKD with the defaults)", selected) + body + "\n", frame
+
+
 def figure3(runs: pd.DataFrame, path: str | Path) -> Path:
     """Accuracy and macro-F1 vs annotated sample size, student vs +PGKD (paper Figure 3)."""
     import matplotlib
@@ -250,7 +285,7 @@ def figure3(runs: pd.DataFrame, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     selected = runs[runs.kind.isin(["baseline", "pgkd"]) & runs.ablation.isin(["", "full"])
-                    & ~runs.task.isin(["table4", "pgkd"])]
+                    & ~runs.task.isin(["table4", "pgkd", "ab"])]
     datasets = sorted(selected.dataset.unique()) or ["(no runs)"]
     fig, axes = plt.subplots(2, len(datasets), figsize=(4 * len(datasets), 6), squeeze=False)
     for column, dataset in enumerate(datasets):
@@ -293,6 +328,7 @@ def write_tables(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
         "table3": lambda r: table2(r, ("imdb", "inshorts"), ("weighted_f1",), PAPER_TABLE3, "Table 3 (weighted F1)"),
         "table4": table4,
         "table6": table6,
+        "ab_options": ab_table,
     }
     for name, make in makers.items():
         markdown, frame = make(runs)
