@@ -230,8 +230,9 @@ def table4(runs: pd.DataFrame) -> tuple[str, pd.DataFrame]:
 
 def table6(runs: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     """Baseline vs +PGKD by annotated sample size."""
+    # the sample-size sweep and the 1,000-label runs of Table 2 (not Table 3's datasets)
     selected = runs[runs.kind.isin(["baseline", "pgkd"]) & runs.ablation.isin(["", "full"])
-                    & ~runs.task.isin(["table4", "pgkd", "ab"])]
+                    & runs.task.isin(["table2", "table6"])]
     rows = []
     for (dataset, n, student), group in selected.groupby(["dataset", "n_annotated", "student"]):
         row = {"dataset": DATASET_NAMES.get(dataset, dataset), "samples": int(n), "student": student or "-"}
@@ -285,7 +286,7 @@ def figure3(runs: pd.DataFrame, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     selected = runs[runs.kind.isin(["baseline", "pgkd"]) & runs.ablation.isin(["", "full"])
-                    & ~runs.task.isin(["table4", "pgkd", "ab"])]
+                    & runs.task.isin(["table2", "table6"])]
     datasets = sorted(selected.dataset.unique()) or ["(no runs)"]
     fig, axes = plt.subplots(2, len(datasets), figsize=(4 * len(datasets), 6), squeeze=False)
     for column, dataset in enumerate(datasets):
