@@ -144,15 +144,12 @@ def mean_std(values: pd.Series) -> str:
     return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
 
 
-def paired_delta(group: pd.DataFrame, metric: str) -> str:
-    """Mean per-seed change of the kept model vs the same run's model_0, with a 95 % t interval
-    (each seed is its own control: the seed fixes the annotated sample and the initialisation)."""
+def mean_with_interval(deltas: pd.Series) -> str:
+    """``+0.012 [+0.001, +0.022]``: the mean of paired differences with a 95 % t interval (the
+    mean alone for one pair, ``-`` for none)."""
     from scipy import stats
 
-    column = f"model_0_{metric}"
-    if column not in group or group[column].isna().all():
-        return "-"
-    deltas = (group[metric] - group[column]).dropna()
+    deltas = deltas.dropna()
     if len(deltas) == 0:
         return "-"
     mean = deltas.mean()
@@ -160,6 +157,15 @@ def paired_delta(group: pd.DataFrame, metric: str) -> str:
         return f"{mean:+.3f}"
     half = stats.t.ppf(0.975, len(deltas) - 1) * deltas.std(ddof=1) / len(deltas) ** 0.5
     return f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]"
+
+
+def paired_delta(group: pd.DataFrame, metric: str) -> str:
+    """Mean per-seed change of the kept model vs the same run's model_0, with a 95 % t interval
+    (each seed is its own control: the seed fixes the annotated sample and the initialisation)."""
+    column = f"model_0_{metric}"
+    if column not in group or group[column].isna().all():
+        return "-"
+    return mean_with_interval(group[metric] - group[column])
 
 
 def _header(title: str, runs: pd.DataFrame) -> str:
@@ -251,8 +257,6 @@ def table6(runs: pd.DataFrame) -> tuple[str, pd.DataFrame]:
 def ab_table(runs: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     """Each loop option (task ``ab``) against PGKD with the defaults on the same dataset, seed,
     student and teacher: per-seed paired test change with a 95 % interval."""
-    from scipy import stats
-
     pgkd = runs[(runs.kind == "pgkd") & (runs.ablation == "full") & (runs.n_annotated.fillna(1000) == 1000)]
     control = pgkd[(pgkd.variant == "defaults") & (pgkd.task == "table2")]
     rows = []
@@ -263,14 +267,9 @@ def ab_table(runs: pd.DataFrame) -> tuple[str, pd.DataFrame]:
         row = {"dataset": DATASET_NAMES.get(dataset, dataset), "option": variant, "student": student,
                "teacher": teacher, "seeds": len(paired)}
         for metric in ("accuracy", "macro_f1"):
-            deltas = paired[metric] - paired[f"{metric}_control"]
             row[f"{metric} (option)"] = mean_std(paired[metric]) if len(paired) else "-"
             row[f"{metric} (defaults)"] = mean_std(paired[f"{metric}_control"]) if len(paired) else "-"
-            if len(deltas) > 1:
-                half = stats.t.ppf(0.975, len(deltas) - 1) * deltas.std(ddof=1) / len(deltas) ** 0.5
-                row[f"Δ {metric} [95% CI]"] = f"{deltas.mean():+.3f} [{deltas.mean() - half:+.3f}, {deltas.mean() + half:+.3f}]"
-            else:
-                row[f"Δ {metric} [95% CI]"] = f"{deltas.mean():+.3f}" if len(deltas) else "-"
+            row[f"Δ {metric} [95% CI]"] = mean_with_interval(paired[metric] - paired[f"{metric}_control"])
         rows.append(row)
     frame = pd.DataFrame(rows)
     selected = pgkd[pgkd.task == "ab"]

@@ -133,3 +133,22 @@ def test_tables_never_pool_two_students_or_benchmark_runs(tmp_path):
     assert students.loc["minilm_l6", "accuracy"] == "0.910" and students.loc["minilm_l6", "seeds"] == 1
     sizes = pd.read_csv(tmp_path / "out" / "table6.csv").set_index("student")
     assert sizes.loc["tiny", "student accuracy"] == "0.820 ± 0.020" and sizes.loc["minilm_l6", "student accuracy"] == "0.910"
+
+
+def test_ab_table_pairs_each_option_with_the_defaults_of_the_same_seed(tmp_path):
+    from pgkd.results import ab_table
+
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    for seed, (default, option) in enumerate([(0.40, 0.42), (0.41, 0.42), (0.39, 0.42)]):
+        for task, value, options in (("table2", default, {"report_confusions": 0}),
+                                     ("ab", option, {"report_confusions": 5})):
+            run = {"run_name": f"{task}/huffpost/tiny/pgkd-scripted-full/n1000/seed{seed}", "dataset": "huffpost",
+                   "method": "pgkd-scripted-full", "seed": seed, "n_annotated": 1000, "student": "tiny",
+                   "status": "finished", "teacher": {"model": "scripted-v1"}, "options": options,
+                   "test": {"n": 100, "accuracy": value, "macro_f1": value, "weighted_f1": value}}
+            (folder / f"{task}-{seed}.json").write_text(json.dumps(run))
+    _, frame = ab_table(load_runs(folder))
+    row = frame.set_index("option").loc["report_confusions=5"]
+    assert row["seeds"] == 3 and row["accuracy (defaults)"] == "0.400 ± 0.010"
+    assert row["Δ accuracy [95% CI]"] == "+0.020 [-0.005, +0.045]"  # deltas 0.02, 0.01, 0.03
