@@ -140,15 +140,5 @@ def parity(reference: np.ndarray, other: np.ndarray, gold: np.ndarray) -> dict:
             "accuracy_delta_pts": float(100 * ((other.argmax(1) == gold).mean() - (reference.argmax(1) == gold).mean()))}
 
 
-def load_student_from_run(run_dir: Path, build: Callable[[int], Student], num_labels: int) -> Student:
-    """A student built from the run's config with the weights of its best (or only) model."""
-    student = build(num_labels)
-    weights = next((run_dir / name for name in ("best_model.pt", "model.pt") if (run_dir / name).exists()), None)
-    if weights is None:
-        raise FileNotFoundError(f"{run_dir}: no best_model.pt or model.pt (train a student first)")
-    student.load(weights)
-    return student
-
-
 __all__ = ["Pipeline", "tokenizer_and_length", "torch_backend", "onnx_backend", "export_onnx", "encode_batches",
-           "predict_all", "time_batches", "parity", "load_student_from_run"]
+           "predict_all", "time_batches", "parity"]

@@ -74,14 +74,10 @@ def first_undecodable_byte(path: Path, encoding: str) -> tuple[int, bytes] | Non
     return None
 
 
-def read_table(path: Path, text_column: str = TEXT, label_column: str = LABEL,
-               encoding: str = "utf-8") -> pd.DataFrame:
-    """Read a CSV (optionally .gz), JSONL or Parquet file into a clean ``text,label`` frame.
-
-    Raises DataError naming the file, column and row for a missing file or column, an empty
-    text or a missing label, a file without rows, and bytes that are not ``encoding`` (with
-    their offset). "NA"/"null" stay texts (``keep_default_na=False``).
-    """
+def read_frame(path: str | Path, encoding: str = "utf-8", encoding_key: str = "encoding") -> pd.DataFrame:
+    """A CSV (optionally .gz), JSONL or Parquet file as a DataFrame of strings, or a DataError
+    naming the file: not found, unsupported type, empty, unparsable, bad bytes (with their offset
+    and the ``encoding_key`` to set)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
@@ -98,8 +94,8 @@ def read_table(path: Path, text_column: str = TEXT, label_column: str = LABEL,
     except UnicodeDecodeError as error:
         where = first_undecodable_byte(path, encoding)
         at = f"byte offset {where[0]} ({where[1]!r})" if where else "somewhere"
-        raise DataError(f"{path}: not valid {encoding} at {at}; set dataset.encoding to the file's "
-                        "encoding (e.g. dataset.encoding=latin-1)") from error
+        raise DataError(f"{path}: not valid {encoding} at {at}; set {encoding_key} to the file's "
+                        f"encoding (e.g. {encoding_key}=latin-1)") from error
     except pd.errors.EmptyDataError as error:
         raise DataError(f"{path}: the file is empty (no header, no rows)") from error
     except (pd.errors.ParserError, ValueError) as error:
@@ -108,6 +104,19 @@ def read_table(path: Path, text_column: str = TEXT, label_column: str = LABEL,
         raise DataError(f"{path}: cannot be parsed as {kind}: {error}") from error
     if len(frame) == 0:
         raise DataError(f"{path}: has no rows (columns: {list(frame.columns)})")
+    return frame
+
+
+def read_table(path: Path, text_column: str = TEXT, label_column: str = LABEL,
+               encoding: str = "utf-8") -> pd.DataFrame:
+    """Read a CSV (optionally .gz), JSONL or Parquet file into a clean ``text,label`` frame.
+
+    Raises DataError naming the file, column and row for a missing file or column, an empty
+    text or a missing label, a file without rows, and bytes that are not ``encoding`` (with
+    their offset). "NA"/"null" stay texts (``keep_default_na=False``).
+    """
+    frame = read_frame(path, encoding, "dataset.encoding")
+    path = Path(path)
     for column in (text_column, label_column):
         if column not in frame.columns:
             raise DataError(

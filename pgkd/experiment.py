@@ -103,11 +103,22 @@ def train_baseline(data: TextDataset, student: Student, loggers: RunLoggers, run
     fitted = time.perf_counter()
     val = student.evaluate(data.val.text, data.ids(data.val.label), data.taxonomy)
     test = student.evaluate(data.test.text, data.ids(data.test.label), data.taxonomy)
-    student.save(run_dir / "model.pt")
     log.info("model_0 val: %s | test: %s", summary(val), summary(test))
     loggers.log_metrics({f"test/{k}": test[k] for k in ("loss", "accuracy", "macro_f1", "weighted_f1")})
     return {"val": val, "test": test, "fit": fit,
             "timing": {"fit_s": fitted - started, "evaluate_s": time.perf_counter() - fitted}}
+
+
+def save_model(student: Student, run_dir: Path, data: TextDataset, result: dict) -> Path:
+    """The run's model artifact (``<run_dir>/model/``, see ``pgkd.classifier``): the student as
+    it was tested — model_0 for a baseline, the kept step for PGKD."""
+    from pgkd.classifier import MODEL_DIR, save_classifier
+
+    keys = ("run_name", "dataset", "method", "seed", "n_annotated", "config_hash", "best_step")
+    run = {key: result[key] for key in keys if key in result}
+    run["test"] = {k: result["test"][k] for k in ("accuracy", "macro_f1", "weighted_f1", "n") if k in result["test"]}
+    shutil.rmtree(run_dir / MODEL_DIR, ignore_errors=True)
+    return save_classifier(student, run_dir / MODEL_DIR, data.taxonomy, run)
 
 
 def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
@@ -139,6 +150,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     finally:
         loggers.finish()
     result = {**header, **result, "status": result.get("status", "finished")}
+    if result["status"] == "finished":
+        result["model_dir"] = str(save_model(student, run_dir, data, result).relative_to(run_dir))
     result.setdefault("timing", {})["total_s"] = time.perf_counter() - started
     write_json(run_dir / "metrics.json", result)
     log.info("summary of %s\n%s", run_dir, format_summary(result))

@@ -419,11 +419,8 @@ class KDLoop:
     def finish(self) -> dict:
         """Restore the best model, test it, and return the run's metrics."""
         state = self.state
-        if state.best_step == 0:
-            test = state.model_0["test"]
-        else:
-            self.student.load(self.run_dir / "best_model.pt")
-            test = self.evaluate(self.data.test)
+        self.student.load(self.run_dir / "best_model.pt")  # the kept model: tested, then saved as the run's model
+        test = state.model_0["test"] if state.best_step == 0 else self.evaluate(self.data.test)
         totals = self.ctx.teacher.ledger.totals()
         result = {
             "val": state.best_val, "test": test, "best_step": state.best_step, "stopped": state.stopped,

@@ -15,23 +15,25 @@ prepare_environment(__file__)
 
 import hydra  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 import pgkd.config  # noqa: E402,F401
 from pgkd import bench  # noqa: E402
-from pgkd.experiment import build_student, load_data  # noqa: E402
+from pgkd.classifier import load  # noqa: E402
+from pgkd.export import parity_texts  # noqa: E402
 
 
 def run(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.run_dir)
-    trained = OmegaConf.load(run_dir / "config.yaml")
-    trained.dataset.test_limit = None
-    data = load_data(trained)
-    texts = data.test.sample(n=min(cfg.texts, len(data.test)), random_state=0)
-    gold = np.array(data.ids(texts.label))
-    student = bench.load_student_from_run(
-        run_dir, lambda k: build_student(trained, k, Path(tempfile.mkdtemp())), len(data.taxonomy))
+    model = load(run_dir, device="cpu")  # the run's model/ folder: labels and student spec included
+    sample = parity_texts(run_dir, cfg.texts, cfg.texts_file)
+    if sample.gold is None:
+        raise SystemExit(f"{cfg.texts_file}: the benchmark measures accuracy too: give texts a label column")
+    texts = pd.DataFrame({"text": sample.texts})
+    gold = np.array([model.labels.index(g) if g in model.labels else -1 for g in sample.gold or []])
+    student, run = model.student, model.spec.get("run", {})
     tokenizer, max_length = bench.tokenizer_and_length(student)
     batches = bench.encode_batches(tokenizer, texts.text, max_length, cfg.batch_size, cfg.sort_by_length)
     torch.set_num_threads(cfg.cpu_threads)
@@ -41,7 +43,7 @@ def run(cfg: DictConfig) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     if {"onnx_fp32", "onnx_int8"} & set(cfg.backends):
         onnx_dir = Path(tempfile.mkdtemp(prefix="pgkd-onnx-"))  # models stay out of results/
-        onnx_path = bench.export_onnx(pipeline, onnx_dir / f"{trained.student.name}.onnx", tokenizer)
+        onnx_path = bench.export_onnx(pipeline, onnx_dir / "student.onnx", tokenizer)
         if "onnx_fp32" in cfg.backends:
             backends.append(bench.onnx_backend(onnx_path, cfg.cpu_threads))
         if "onnx_int8" in cfg.backends:
@@ -58,7 +60,7 @@ def run(cfg: DictConfig) -> dict:
     reference = None
     rows = []
     for backend in backends:
-        proba = bench.predict_all(backend, batches, len(texts), len(data.taxonomy))
+        proba = bench.predict_all(backend, batches, len(texts), len(model.labels))
         reference = proba if reference is None else reference
         timing = bench.time_batches(backend, timed, cfg.warmup, cfg.repeats)
         instance = cfg.instances.gpu if backend.device == "cuda" else cfg.instances.cpu
@@ -72,12 +74,13 @@ def run(cfg: DictConfig) -> dict:
         reference = cfg.llm_reference_prices
         llm["reference"] = {"name": reference.name, "cost_usd": (llm["input_tokens"] * reference.input_per_mtok
                                                                  + llm["output_tokens"] * reference.output_per_mtok) / 1e6}
-    result = {"run_dir": str(run_dir), "student": trained.student.name, "dataset": trained.dataset.name,
+    name, dataset = model.spec["student"].get("name", "student"), run.get("dataset", "texts")
+    result = {"run_dir": str(run_dir), "student": name, "dataset": dataset,
               "texts": len(texts), "max_length": max_length, "padding": "dynamic, length-sorted batches"
               if cfg.sort_by_length else "dynamic", "cpu_threads": cfg.cpu_threads,
               "cpu": platform.processor() or platform.machine(), "cuda": torch.cuda.get_device_name(0)
               if torch.cuda.is_available() else None, "backends": rows, "llm": llm}
-    (out_dir / f"{trained.student.name}-{trained.dataset.name}.json").write_text(json.dumps(result, indent=1))
+    (out_dir / f"{name}-{dataset}.json").write_text(json.dumps(result, indent=1))
     Path(cfg.report).write_text(render(result))
     print(render(result))
     return result

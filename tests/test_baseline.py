@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -44,9 +45,9 @@ def test_finished_run_is_not_redone(compose, tmp_path):
     cfg = compose("student=tiny", "pgkd=off", "dataset.n_annotated=200", "dataset.test_limit=100",
                   "trainer.max_epochs=1")
     first = run(cfg, tmp_path / "run")
-    (tmp_path / "run" / "model.pt").unlink()
+    shutil.rmtree(tmp_path / "run" / "model")
     assert run(cfg, tmp_path / "run") == first
-    assert not (tmp_path / "run" / "model.pt").exists()
+    assert not (tmp_path / "run" / "model").exists()  # returned as finished, not refitted
 
 
 def test_frozen_student_matches_reference(compose, tmp_path, ag_news_small):

@@ -123,8 +123,21 @@ class Student(ABC):
         return classification_metrics(labels, proba.argmax(1), taxonomy, proba)
 
     def save(self, path: str | Path) -> None:
+        """The module's weights only (the loop's resume checkpoints); ``save_pretrained`` writes
+        the self-describing artifact users load with ``pgkd.load``."""
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         torch.save(self.module.state_dict(), path)
+
+    @abstractmethod
+    def save_pretrained(self, model_dir: str | Path, labels: Sequence[str]) -> dict:
+        """Write the trained model into ``model_dir`` in its library's own format; return the
+        student spec (``kind``, encoder, pooling, max length) that ``from_pretrained`` reads."""
+
+    @classmethod
+    @abstractmethod
+    def from_pretrained(cls, model_dir: str | Path, spec: dict, labels: Sequence[str],
+                        cache_dir: str | Path | None = None) -> "Student":
+        """The student ``save_pretrained`` wrote, ready to predict."""
 
     def load(self, path: str | Path) -> None:
         if self.module is None:

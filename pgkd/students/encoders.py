@@ -54,6 +54,12 @@ def _mpnet_dir(cache_dir: Path) -> Path:
     return target
 
 
+def default_cache_dir() -> Path:
+    """Where encoders are unpacked when no cache dir is configured (``PGKD_CACHE_DIR`` or
+    ``~/.cache/pgkd``)."""
+    return Path(os.environ.get("PGKD_CACHE_DIR") or Path.home() / ".cache" / "pgkd")
+
+
 def resolve(model_name_or_path: str, cache_dir: str | Path = ".cache") -> str:
     """Turn a student's ``model_name_or_path`` into something ``from_pretrained`` accepts."""
     if model_name_or_path == MINILM:

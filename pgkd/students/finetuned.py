@@ -109,6 +109,25 @@ class FineTunedStudent(Student):
             )
         return SequenceClassifier(model, self.lr, self.weight_decay)
 
+    def save_pretrained(self, model_dir: str | Path, labels: Sequence[str]) -> dict:
+        """A Hugging Face folder: ``AutoModelForSequenceClassification.from_pretrained(model_dir)``
+        loads it with ``id2label`` / ``label2id`` set, the tokenizer beside it."""
+        model = self.module.model
+        model.config.id2label = dict(enumerate(labels))
+        model.config.label2id = {label: i for i, label in enumerate(labels)}
+        model.save_pretrained(model_dir)
+        self.tokenizer.save_pretrained(model_dir)
+        return {"kind": "finetuned", "name": self.name, "encoder": self.model_name_or_path,
+                "pooling": f"{model.config.model_type} sequence-classification head",
+                "max_length": self.max_length}
+
+    @classmethod
+    def from_pretrained(cls, model_dir, spec, labels, cache_dir=None) -> "FineTunedStudent":
+        student = cls(len(labels), model_name_or_path=str(model_dir), max_length=int(spec["max_length"]),
+                      cache_dir=cache_dir or ".cache", name=spec.get("name", "finetuned"))
+        student.module = student.new_module()
+        return student
+
     def datamodule(self, train, val) -> TokenizedDataModule:
         return TokenizedDataModule(self.tokenizer, train, val, self.batch_size, self.eval_batch_size,
                                    self.max_length)

@@ -18,6 +18,8 @@ from pgkd.sqlite_store import connect, open_shared_db
 from pgkd.students import encoders
 from pgkd.students.base import Student, length_sorted_batches
 
+HEAD_FILE = "head.safetensors"
+
 
 class EmbeddingCache:
     """Text -> float32 vector, in SQLite (WAL), keyed by encoder tag + sha1 of the text."""
@@ -54,17 +56,18 @@ class SentenceEncoder:
     """Mean-pooled, L2-normalised sentence embeddings (the sentence-transformers recipe)."""
 
     def __init__(self, model_name_or_path: str, max_length: int = 128, batch_size: int = 64,
-                 cache_dir: str | Path = ".cache", device: str | torch.device = "cpu"):
+                 cache_dir: str | Path | None = ".cache", device: str | torch.device = "cpu"):
+        """``cache_dir=None``: no on-disk embedding cache (serving new texts)."""
         from transformers import AutoTokenizer
 
-        source = encoders.resolve(model_name_or_path, cache_dir)
+        source = encoders.resolve(model_name_or_path, cache_dir or encoders.default_cache_dir())
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         self.device = torch.device(device)
         self.model = AutoModel.from_pretrained(source).eval().to(self.device)
         self.max_length, self.batch_size = max_length, batch_size
         self.dim = self.model.config.hidden_size
-        self.cache = EmbeddingCache(Path(cache_dir) / "embeddings.sqlite",
-                                    f"{model_name_or_path}|{max_length}")
+        self.cache = (EmbeddingCache(Path(cache_dir) / "embeddings.sqlite", f"{model_name_or_path}|{max_length}")
+                      if cache_dir is not None else None)
 
     @torch.inference_mode()
     def _embed(self, texts: list[str]) -> np.ndarray:
@@ -82,6 +85,8 @@ class SentenceEncoder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings for ``texts``; only texts not in the on-disk cache go through the encoder."""
         texts = list(texts)
+        if self.cache is None:
+            return self._embed(texts) if texts else np.zeros((0, self.dim), np.float32)
         known = self.cache.get(texts)
         missing = list(dict.fromkeys(t for t in texts if t not in known))
         if missing:
@@ -145,7 +150,7 @@ class FrozenEncoderStudent(Student):
 
     def __init__(self, num_labels: int, model_name_or_path: str = encoders.MINILM,
                  max_length: int = 128, lr: float = 1e-2, weight_decay: float = 0.0,
-                 dropout: float = 0.1, cache_dir: str | Path = ".cache", name: str = "frozen", **kwargs):
+                 dropout: float = 0.1, cache_dir: str | Path | None = ".cache", name: str = "frozen", **kwargs):
         super().__init__(num_labels, **kwargs)
         self.name = name
         self.lr, self.weight_decay, self.dropout = lr, weight_decay, dropout
@@ -162,6 +167,29 @@ class FrozenEncoderStudent(Student):
     def new_module(self) -> LinearHead:
         torch.manual_seed(self.seed)
         return LinearHead(self.encoder.dim, self.num_labels, self.lr, self.weight_decay, self.dropout)
+
+    def save_pretrained(self, model_dir: str | Path, labels: Sequence[str]) -> dict:
+        """The head's weights (``head.safetensors``) and a reference to the frozen encoder: the
+        encoder itself is the public pretrained model, unchanged by training."""
+        from safetensors.torch import save_file
+
+        Path(model_dir).mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.module.linear.state_dict().items()},
+                  str(Path(model_dir) / HEAD_FILE))
+        model_name_or_path, max_length, _, _ = self.encoder_args
+        return {"kind": "frozen", "name": self.name, "encoder": model_name_or_path,
+                "pooling": "mean over tokens, L2-normalised", "max_length": max_length,
+                "dim": self.encoder.dim, "head": HEAD_FILE}
+
+    @classmethod
+    def from_pretrained(cls, model_dir, spec, labels, cache_dir=None) -> "FrozenEncoderStudent":
+        from safetensors.torch import load_file
+
+        student = cls(len(labels), model_name_or_path=spec["encoder"], max_length=int(spec["max_length"]),
+                      cache_dir=cache_dir, name=spec.get("name", "frozen"))
+        student.module = student.new_module()
+        student.module.linear.load_state_dict(load_file(str(Path(model_dir) / spec.get("head", HEAD_FILE))))
+        return student
 
     def datamodule(self, train, val) -> EmbeddingDataModule:
         return EmbeddingDataModule((self.encoder.encode(train[0]), train[1]),
