@@ -169,6 +169,30 @@ def format_summary(result: dict) -> str:
                          f"  {s['accepted']:>8}  {rejected:>8}  {s['calls']:>5}  {s['wall_s']:6.1f}")
         lines.append(f"model_0 test: {summary(result['model_0']['test'])}")
         lines.append(f"best (step {result['best_step']}, stopped: {result['stopped']}) test: {summary(result['test'])}")
+        if "summary" in result:
+            lines += format_pgkd_verdict(result["summary"])
     else:
         lines.append(f"test: {summary(result['test'])}")
     return "\n".join(lines)
+
+
+def format_pgkd_verdict(verdict: dict, max_classes: int = 12) -> list[str]:
+    """Did PGKD help: test Δ, warnings, and the weakest classes' generated samples."""
+    acc, f1 = verdict["test_accuracy"], verdict["test_macro_f1"]
+    lines = [f"PGKD vs model_0 on test: accuracy {acc['model_0']:.4f} -> {acc['kept']:.4f} ({100 * acc['delta']:+.2f} pts), "
+             f"macro-F1 {f1['model_0']:.4f} -> {f1['kept']:.4f} ({100 * f1['delta']:+.2f} pts); kept step "
+             f"{verdict['kept_step']}"]
+    lines += [f"WARNING: {warning}" for warning in verdict["warnings"]]
+    rows = verdict["per_class"]
+    if any(r["generated"] for r in rows):
+        rho = verdict.get("generated_vs_shown_f1_spearman")
+        lines.append("generated samples per class, weakest classes first"
+                     + (f" (Spearman of samples vs the F1 the teacher was shown: {rho:+.2f}; negative = it wrote "
+                        "for weak classes)" if rho is not None else "") + ":")
+        lines.append(f"  {'class':<32} {'val F1 model_0':>14} {'generated':>9} {'val F1 kept':>11}")
+        for r in rows[:max_classes]:
+            kept = f"{r['val_f1_kept']:.3f}" if r["val_f1_kept"] is not None else "-"
+            lines.append(f"  {str(r['label'])[:32]:<32} {r['val_f1_model_0']:>14.3f} {r['generated']:>9} {kept:>11}")
+        if len(rows) > max_classes:
+            lines.append(f"  ... {len(rows) - max_classes} more classes in metrics.json (summary.per_class)")
+    return lines

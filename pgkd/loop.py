@@ -432,9 +432,59 @@ class KDLoop:
         }
         if state.exhausted_step:
             result["exhausted_step"] = state.exhausted_step
+        result["summary"] = summarize(result, self.history, self.settings)
         log.info("PGKD done (%s): model_0 test %s -> best (step %s) test %s", state.stopped,
                  summary(state.model_0["test"]), state.best_step, summary(test))
         return result
+
+
+def summarize(result: dict, history: pd.DataFrame, settings: PGKDSettings) -> dict:
+    """Did PGKD help? Test Δ of the kept model vs model_0, the kept step, warnings (model_0
+    kept, steps short of samples, empty mined sections) and, per class, the samples generated
+    beside the validation F1 the teacher was shown (did it write for the weak classes?)."""
+    before, after = result["model_0"]["test"], result["test"]
+    steps = result["steps"]
+    warnings = []
+    if result["best_step"] == 0:
+        warnings.append("model_0 was kept: no KD step lowered the validation loss, so the run returns the "
+                        "student trained on the annotated data alone")
+    for step in steps[1:] + ([{"step": len(steps), **result["exhausted_step"]}] if result.get("exhausted_step") else []):
+        if step["accepted"] < settings.samples_per_step:
+            warnings.append(f"step {step['step']}: {step['accepted']} of {settings.samples_per_step} samples accepted "
+                            f"(rejected: {step.get('rejected') or 'none'})")
+        empty = [name for name, asked, key in (("misclassified", settings.n_misclassified, "prompt_misclassified"),
+                                               ("hard negatives", settings.hard_negatives_asked, "prompt_hard_negatives"))
+                 if asked and step.get(key) == 0]
+        if empty:
+            warnings.append(f"step {step['step']}: no {' and no '.join(empty)} in the prompt (mined from "
+                            f"{step.get('mining')}: {step.get('mined_errors')} errors)")
+    generated = history[history.origin == "teacher"]
+    shown_f1 = {s["step"] + 1: s["per_class_f1"] for s in steps}  # step k's prompt reports fit k-1
+    per_class = pd.DataFrame({
+        "label": list(before["per_class"]),
+        "val_f1_model_0": [result["model_0"]["val"]["per_class"][c]["f1"] for c in before["per_class"]],
+        "val_f1_kept": [(result["val"] or {}).get("per_class", {}).get(c, {}).get("f1") for c in before["per_class"]],
+    })
+    per_class["generated"] = per_class.label.map(generated.label.value_counts()).fillna(0).astype(int)
+    targeting = None
+    if len(generated) and settings.use_validation_report:
+        # every (step, class) pair: the F1 the teacher was shown vs the samples it wrote for that class
+        counts = {(int(step), label): n for (step, label), n in generated.groupby(["step", "label"]).size().items()}
+        pairs = [(f1, counts.get((step, label), 0)) for step, report in shown_f1.items()
+                 if step in set(generated.step.astype(int)) for label, f1 in report.items()]
+        frame = pd.DataFrame(pairs, columns=["shown_f1", "generated"])
+        if frame.shown_f1.nunique() > 1 and frame.generated.nunique() > 1:
+            targeting = float(frame.shown_f1.corr(frame.generated, method="spearman"))
+    return {
+        "kept_step": result["best_step"], "stopped": result["stopped"],
+        "test_accuracy": {"model_0": before["accuracy"], "kept": after["accuracy"],
+                          "delta": after["accuracy"] - before["accuracy"]},
+        "test_macro_f1": {"model_0": before["macro_f1"], "kept": after["macro_f1"],
+                          "delta": after["macro_f1"] - before["macro_f1"]},
+        "warnings": warnings,
+        "generated_vs_shown_f1_spearman": targeting,
+        "per_class": per_class.sort_values(["val_f1_model_0", "label"]).to_dict("records"),
+    }
 
 
 class PGKDCallback(pl.Callback):

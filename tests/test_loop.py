@@ -80,6 +80,27 @@ def test_best_model_is_restored_for_testing(behavioural_run, tmp_path):
     assert metrics["steps"][metrics["best_step"]]["val_loss"] == best_val
 
 
+def test_summary_says_whether_pgkd_helped_and_whom_the_teacher_wrote_for(behavioural_run):
+    _, out, metrics = behavioural_run
+    verdict = json.loads((out / "metrics.json").read_text())["summary"]
+    assert verdict["kept_step"] == metrics["best_step"] > 0 and verdict["warnings"] == []
+    assert verdict["test_accuracy"]["delta"] == pytest.approx(metrics["test"]["accuracy"]
+                                                              - metrics["model_0"]["test"]["accuracy"])
+    assert verdict["test_macro_f1"]["kept"] == metrics["test"]["macro_f1"]
+    per_class = verdict["per_class"]
+    assert sum(r["generated"] for r in per_class) == 192 and len(per_class) == 4
+    assert [r["val_f1_model_0"] for r in per_class] == sorted(r["val_f1_model_0"] for r in per_class)
+    # the scripted teacher writes more for classes with a lower reported F1
+    assert verdict["generated_vs_shown_f1_spearman"] < 0
+    # the kept model is the run's model folder
+    import pgkd
+    from hydra.utils import instantiate
+
+    data = instantiate(behavioural_run[0].dataset)
+    predicted = pgkd.load(out).predict(data.test.text)
+    assert (pd.Series(predicted) == data.test.label).mean() == pytest.approx(metrics["test"]["accuracy"])
+
+
 def test_no_prompt_contains_validation_or_test_text(behavioural_run):
     cfg, out, _ = behavioural_run
     from hydra.utils import instantiate
@@ -402,6 +423,9 @@ def test_a_step_that_accepts_nothing_stops_the_run_instead_of_refitting(compose,
     prompts = prompts_of(tmp_path)
     assert len(prompts) == 4 and len(set(prompts)) == 4  # re-asks drew other examples
     assert metrics["best_step"] == 0 and metrics["test"] == metrics["model_0"]["test"]
+    warnings = metrics["summary"]["warnings"]
+    assert any(w.startswith("model_0 was kept") for w in warnings)
+    assert any(w.startswith("step 1: 0 of 8 samples accepted") for w in warnings)
 
 
 # --- the behavioural A/B: reading the validation report is what helps ---------------------------
