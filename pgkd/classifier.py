@@ -118,16 +118,17 @@ class Classifier:
         """Write this classifier as a model folder (``Classifier.load`` reads it back)."""
         return save_classifier(self.student, model_dir, self.labels, self.spec.get("run"))
 
-    def predict_proba(self, texts: Iterable[str], chunk_size: int = 1024, progress: bool = False) -> pd.DataFrame:
-        """One row per text, one column per label (training order), rows summing to 1."""
+    def predict_proba(self, texts: Iterable[str], chunk_size: int = 1024, progress: bool | None = False) -> pd.DataFrame:
+        """One row per text, one column per label (training order), rows summing to 1.
+        ``progress``: a progress bar (None: when standard error is a terminal)."""
         texts = list(texts)
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"text {i} is {type(text).__name__} {text!r}, not a string")
-        from tqdm.auto import tqdm
+        from pgkd.progress import progress as progress_bar
 
         parts = []
-        with tqdm(total=len(texts), unit="text", desc="predict", disable=not progress) as bar:
+        with progress_bar(len(texts), "predict", "text", enabled=progress) as bar:
             for start in range(0, len(texts), chunk_size):
                 parts.append(self.student.predict_proba(texts[start:start + chunk_size]))
                 bar.update(len(parts[-1]))

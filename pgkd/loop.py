@@ -37,6 +37,7 @@ from pgkd.identity import lineage_hash
 from pgkd.metrics import classification_metrics, summary, top_confusions
 from pgkd.mining import MINING_SOURCES, count_errors, in_scope, mine, out_of_fold_proba
 from pgkd.parsing import LabelMap, SplitFirewall, normalize, parse_samples
+from pgkd.progress import progress
 from pgkd.prompt import build_pgkd_messages, generation_schema
 from pgkd.students import Student
 from pgkd.teacher import BudgetExceeded, SamplingParams, TeacherClient, build_teacher
@@ -175,48 +176,51 @@ def teacher_step(step: int, history: pd.DataFrame, proba: np.ndarray, source: st
                 "mined_errors": count_errors(history[scope], proba[scope], data.taxonomy),
                 "training_errors": training_errors}
     sections: list[str] = []
-    for call in range(settings.max_calls_per_step):
-        missing = settings.samples_per_step - len(accepted)
-        if missing <= 0:
-            break
-        n = min(settings.samples_per_call, missing)
-        mined = mine(quotable, quotable_proba, data.taxonomy, settings.n_correct, settings.n_misclassified,
-                     settings.hard_negatives_asked, rng, source)
-        fewshot = annotated.iloc[np.sort(rng.choice(len(annotated), min(settings.n_fewshot, len(annotated)),
-                                                    replace=False))]
-        messages, sections = build_pgkd_messages(
-            ctx.prompt_cfg, taxonomy=data.taxonomy, fewshot=fewshot, n_samples=n,
-            report=report if settings.use_validation_report else None, correct=mined.correct,
-            misclassified=mined.misclassified,
-            hard_negatives=mined.hard_negatives if settings.use_hard_negatives else None,
-            max_chars=settings.prompt_example_chars, report_max_classes=settings.report_max_classes,
-            confusions=report.get("confusions") if settings.use_validation_report else None)
-        if call == 0:
-            counters.update(prompt_correct=len(mined.correct), prompt_misclassified=len(mined.misclassified),
-                            prompt_hard_negatives=len(mined.hard_negatives) if settings.use_hard_negatives else 0)
-        mined_per_call.append(mined.records())
-        prompt_text = "\n\n".join(f"[{m.role}]\n{m.content}" for m in messages)
-        prompt_hash = hashlib.sha256(prompt_text.encode()).hexdigest()[:16]
-        (step_dir / f"prompt_{call:02d}.txt").write_text(prompt_text)
-        params = SamplingParams(temperature=settings.temperature, max_tokens=settings.max_tokens,
-                                seed=ctx.seed * 100_003 + step * 1_009 + call,
-                                json_schema=generation_schema(data.taxonomy, n))
-        reply = ctx.teacher.ask(messages, params, request_index=call, purpose=f"pgkd_step_{step}",
-                                accept=lambda text: parse_samples(text, ctx.labels).parsed)
-        (step_dir / f"reply_{call:02d}.txt").write_text(reply.text)
-        result = parse_samples(reply.text, ctx.labels, seen=seen, firewall=ctx.firewall,
-                               history=near_history, max_chars=settings.max_text_chars)
-        for reason, count in result.rejected.items():
-            counters["rejected"][reason] = counters["rejected"].get(reason, 0) + count
-        for sample in result.samples[:missing]:
-            accepted.append({"text": sample["text"], "label": sample["label"], "step": step,
-                             "origin": "teacher", "teacher_model": reply.model or ctx.teacher.model,
-                             "prompt_hash": prompt_hash, "request_index": call, "parse_status": "ok",
-                             "answers": sample.get("target_class") or sample.get("addresses") or ""})
-        counters["calls"] += 1
-        counters["input_tokens"] += reply.input_tokens
-        counters["output_tokens"] += reply.output_tokens
-        counters["cost_usd"] += reply.cost_usd
+    with progress(settings.samples_per_step, f"KD step {step}: teacher", "sample") as bar:
+        for call in range(settings.max_calls_per_step):
+            missing = settings.samples_per_step - len(accepted)
+            if missing <= 0:
+                break
+            n = min(settings.samples_per_call, missing)
+            bar.set_postfix(call=call + 1, rejected=sum(counters["rejected"].values()))
+            mined = mine(quotable, quotable_proba, data.taxonomy, settings.n_correct, settings.n_misclassified,
+                         settings.hard_negatives_asked, rng, source)
+            fewshot = annotated.iloc[np.sort(rng.choice(len(annotated), min(settings.n_fewshot, len(annotated)),
+                                                        replace=False))]
+            messages, sections = build_pgkd_messages(
+                ctx.prompt_cfg, taxonomy=data.taxonomy, fewshot=fewshot, n_samples=n,
+                report=report if settings.use_validation_report else None, correct=mined.correct,
+                misclassified=mined.misclassified,
+                hard_negatives=mined.hard_negatives if settings.use_hard_negatives else None,
+                max_chars=settings.prompt_example_chars, report_max_classes=settings.report_max_classes,
+                confusions=report.get("confusions") if settings.use_validation_report else None)
+            if call == 0:
+                counters.update(prompt_correct=len(mined.correct), prompt_misclassified=len(mined.misclassified),
+                                prompt_hard_negatives=len(mined.hard_negatives) if settings.use_hard_negatives else 0)
+            mined_per_call.append(mined.records())
+            prompt_text = "\n\n".join(f"[{m.role}]\n{m.content}" for m in messages)
+            prompt_hash = hashlib.sha256(prompt_text.encode()).hexdigest()[:16]
+            (step_dir / f"prompt_{call:02d}.txt").write_text(prompt_text)
+            params = SamplingParams(temperature=settings.temperature, max_tokens=settings.max_tokens,
+                                    seed=ctx.seed * 100_003 + step * 1_009 + call,
+                                    json_schema=generation_schema(data.taxonomy, n))
+            reply = ctx.teacher.ask(messages, params, request_index=call, purpose=f"pgkd_step_{step}",
+                                    accept=lambda text: parse_samples(text, ctx.labels).parsed)
+            (step_dir / f"reply_{call:02d}.txt").write_text(reply.text)
+            result = parse_samples(reply.text, ctx.labels, seen=seen, firewall=ctx.firewall,
+                                   history=near_history, max_chars=settings.max_text_chars)
+            for reason, count in result.rejected.items():
+                counters["rejected"][reason] = counters["rejected"].get(reason, 0) + count
+            for sample in result.samples[:missing]:
+                accepted.append({"text": sample["text"], "label": sample["label"], "step": step,
+                                 "origin": "teacher", "teacher_model": reply.model or ctx.teacher.model,
+                                 "prompt_hash": prompt_hash, "request_index": call, "parse_status": "ok",
+                                 "answers": sample.get("target_class") or sample.get("addresses") or ""})
+            counters["calls"] += 1
+            counters["input_tokens"] += reply.input_tokens
+            counters["output_tokens"] += reply.output_tokens
+            counters["cost_usd"] += reply.cost_usd
+            bar.update(len(accepted) - bar.n)
     counters.update(accepted=len(accepted), sections=sections, teacher_s=time.perf_counter() - started)
     new = pd.DataFrame(accepted, columns=HISTORY_COLUMNS)
     new.to_csv(step_dir / "samples.csv", index=False)

@@ -68,7 +68,7 @@ def write_predictions(frame: pd.DataFrame, output: str) -> None:
 
 def predict(run_dir: str, input: str, output: str = "-", text_column: str = "text",
             label_column: str | None = None, top_k: int = 3, batch_size: int = 128, device: str | None = None,
-            cache_dir: str | None = None, encoding: str = "utf-8", progress: bool = True) -> dict:
+            cache_dir: str | None = None, encoding: str = "utf-8", progress: bool | None = None) -> dict:
     """Classify every text of ``input`` with the model of ``run_dir``; returns a summary
     (rows, and accuracy when ``label_column`` names the gold labels)."""
     from pgkd.classifier import load

@@ -16,6 +16,7 @@ from pgkd.data import TextDataset
 from pgkd.experiment import open_run
 from pgkd.metrics import classification_metrics, summary
 from pgkd.parsing import LabelMap, as_items, extract_json
+from pgkd.progress import progress
 from pgkd.prompt import build_zero_shot_messages
 from pgkd.teacher import BudgetExceeded, Request, SamplingParams, TeacherClient, build_teacher
 
@@ -58,7 +59,7 @@ def run_zero_shot(data: TextDataset, teacher: TeacherClient, prompt_cfg: Mapping
     todo = [i for i in range(len(test)) if i not in done]
     started = time.perf_counter()
     stopped = None
-    with predictions_path.open("a") as sink:
+    with predictions_path.open("a") as sink, progress(len(todo), f"zero-shot {teacher.name}", "text") as bar:
         for offset in range(0, len(todo), chunk):
             batch = todo[offset:offset + chunk]
             requests = [Request(build_zero_shot_messages(prompt_cfg, data.taxonomy, test.text.iloc[i]), params, 0,
@@ -74,6 +75,7 @@ def run_zero_shot(data: TextDataset, teacher: TeacherClient, prompt_cfg: Mapping
                 done[i] = row
                 sink.write(json.dumps(row) + "\n")
             sink.flush()
+            bar.update(len(batch))
             if stopped:
                 log.warning("zero-shot: budget reached after %d of %d answers; re-run with a larger "
                             "teacher.budget_usd to go on", len(done), len(test))

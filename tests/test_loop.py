@@ -461,3 +461,18 @@ def test_a_teacher_reading_the_report_beats_one_ignoring_it(compose, tmp_path, s
     assert generated[True] > generated[False] + 0.1  # it wrote for the classes the report calls weak
     assert reads["val"]["macro_f1"] > ignores["val"]["macro_f1"]
     assert reads["val"]["macro_f1"] > reads["model_0"]["val"]["macro_f1"] + 0.2
+
+
+def test_a_teacher_step_shows_a_progress_bar_with_elapsed_time(compose, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PGKD_PROGRESS", "1")
+    cfg = compose("debug=fdr", "pgkd.num_kd_steps=1")
+    run(cfg, tmp_path / "run")
+    err = capsys.readouterr().err
+    assert "KD step 1: teacher" in err and "16/16" in err and "sample" in err
+    assert "00:00<" in err  # elapsed<remaining, as tqdm draws them
+
+
+def test_progress_bars_stay_off_when_not_asked(compose, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PGKD_PROGRESS", "0")
+    run(compose("debug=fdr", "pgkd.num_kd_steps=1"), tmp_path / "run")
+    assert "KD step 1: teacher" not in capsys.readouterr().err
