@@ -133,6 +133,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     started = time.perf_counter()
     header = {"run_name": cfg.run_name, "dataset": cfg.dataset.name, "student": cfg.student.name,
               "method": cfg.pgkd.run_tag, "seed": int(cfg.seed), "n_annotated": int(cfg.dataset.n_annotated)}
+    if cfg.get("dry_run", False):
+        return plan_only(cfg)
     data, done = open_run(cfg, run_dir, header)
     if done is not None:
         return done
@@ -156,6 +158,18 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     write_json(run_dir / "metrics.json", result)
     log.info("summary of %s\n%s", run_dir, format_summary(result))
     return result
+
+
+def plan_only(cfg: DictConfig) -> dict:
+    """``dry_run=true``: print the first KD prompt and the run's cost; fit nothing, call nothing."""
+    if not cfg.pgkd.enabled:
+        raise ValueError("dry_run=true prints the teacher's first prompt and the run's cost; a baseline "
+                         "(pgkd=off) never calls a teacher")
+    from pgkd.dry_run import dry_run, render
+
+    plan = dry_run(cfg, load_data(cfg))
+    print(render(plan))
+    return plan
 
 
 def format_summary(result: dict) -> str:

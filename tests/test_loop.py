@@ -476,3 +476,20 @@ def test_progress_bars_stay_off_when_not_asked(compose, tmp_path, monkeypatch, c
     monkeypatch.setenv("PGKD_PROGRESS", "0")
     run(compose("debug=fdr", "pgkd.num_kd_steps=1"), tmp_path / "run")
     assert "KD step 1: teacher" not in capsys.readouterr().err
+
+
+def test_dry_run_prints_the_first_prompt_and_the_runs_cost_without_calling_anyone(compose, tmp_path, capsys):
+    cfg = compose("teacher=anthropic", "dry_run=true", "pgkd.num_kd_steps=10", "teacher.budget_usd=5")
+    plan = run(cfg, tmp_path / "run")
+    out = capsys.readouterr().out
+    assert plan["status"] == "dry_run" and not (tmp_path / "run").exists()  # nothing fitted, nothing written
+    assert plan["sections"] == ["intro", "fewshot", "request", "validation_report", "correct", "misclassified",
+                                "hard_negatives"]
+    assert plan["prompt"] in out and "the teacher was not called" in out and "budget_usd = $5.00" in out
+    tokens = max(plan["prompt_tokens"]["tokenizer"], plan["prompt_tokens"]["chars_per_token"])
+    per_call = (tokens * 3.0 + 4096 * 15.0) / 1e6  # conf/teacher/anthropic.yaml prices
+    assert plan["cost_per_call_usd"] == pytest.approx(per_call)
+    assert plan["cost_usd"] == {"expected": pytest.approx(10 * per_call), "worst_case": pytest.approx(10 * 12 * per_call)}
+    assert f"${10 * 12 * per_call:.2f}" in out
+    ablated = run(compose("teacher=anthropic", "dry_run=true", "ablation=no_hard_negatives"), tmp_path / "run")
+    assert "hard_negatives" not in ablated["sections"] and ablated["prompt_chars"] < plan["prompt_chars"]

@@ -44,7 +44,7 @@ class TokenCounter:
     def __call__(self, text: str) -> int:
         if self._tokenizer is None:
             return max(1, len(text) // 4)
-        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self._tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
 class FileQueueBackend(Backend):
