@@ -175,17 +175,18 @@ def load_splits(name: str, data_dir: str | Path | None, hub_id: str | None = Non
                 hub_config: str | None = None, text_column: str = TEXT, label_column: str = LABEL,
                 hub_text_columns: Sequence[str] | None = None, hub_label_column: str = LABEL,
                 hub_test_split: str = "test", train_file: str | None = None,
-                test_file: str | None = None, encoding: str = "utf-8") -> tuple[pd.DataFrame, pd.DataFrame, str]:
+                test_file: str | None = None, encoding: str = "utf-8",
+                aliases: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """Return (train pool, test split, source description).
 
-    Order: explicit files, ``data_dir/name/{train,test}.*``, the embedded copy, the hub.
+    Order: explicit files, ``data_dir/{name or an alias}/{train,test}.*``, the embedded copy, the hub.
     """
     if train_file or test_file:
         if not (train_file and test_file):
             raise DataError(f"dataset {name}: set both train_file and test_file")
         return (read_table(Path(train_file), text_column, label_column, encoding),
                 read_table(Path(test_file), text_column, label_column, encoding), f"files {train_file}")
-    candidates = [Path(data_dir) / name] if data_dir else []
+    candidates = [Path(data_dir) / folder for folder in (name, *aliases)] if data_dir else []
     if (embedded := embedded_dir(name)) is not None:
         candidates.append(embedded)
     for folder in candidates:

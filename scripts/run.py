@@ -13,12 +13,13 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 import pgkd.config  # noqa: E402,F401  (registers resolvers)
-from pgkd.experiment import run  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
+
+    from pgkd.experiment import run  # torch & Lightning: only once a job runs (--help stays fast)
 
     run(cfg, HydraConfig.get().runtime.output_dir)
 
