@@ -16,7 +16,7 @@ export WANDB_MODE ?= offline
 KD_STEPS ?= 2
 ARGS ?=
 
-.PHONY: install teacher run demo test test-all tables reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table6 bench clean
+.PHONY: install teacher run demo test test-all tables dashboard reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table6 bench clean
 
 install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
@@ -74,6 +74,12 @@ reproduce-table6: install teacher
 
 tables: install
 	$(PY) scripts/make_tables.py --collect outputs/multirun outputs/runs
+
+# the W&B comparison dashboard of logged runs: make dashboard ENTITY=my-team DATASETS=[ag_news,huffpost]
+ENTITY ?=
+DATASETS ?= []
+dashboard: install
+	$(PY) scripts/wandb_dashboard.py entity=$(ENTITY) datasets=$(DATASETS) save=true
 
 bench: install
 	$(PY) scripts/bench_inference.py $(ARGS)

@@ -18,7 +18,7 @@ from pgkd.data import DataError, DatasetUnavailable, TextDataset
 from pgkd.identity import provenance
 from pgkd.metrics import summary
 from pgkd.students import Student
-from pgkd.tracking import RunLoggers
+from pgkd.tracking import RunLoggers, run_config, final_metrics
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,6 @@ def train_baseline(data: TextDataset, student: Student, loggers: RunLoggers, run
     val = student.evaluate(data.val.text, data.ids(data.val.label), data.taxonomy)
     test = student.evaluate(data.test.text, data.ids(data.test.label), data.taxonomy)
     log.info("model_0 val: %s | test: %s", summary(val), summary(test))
-    loggers.log_metrics({f"test/{k}": test[k] for k in ("loss", "accuracy", "macro_f1", "weighted_f1")})
     return {"val": val, "test": test, "fit": fit,
             "timing": {"fit_s": fitted - started, "evaluate_s": time.perf_counter() - fitted}}
 
@@ -141,7 +140,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     header.update(n_classes=len(data.taxonomy), data_source=data.source,
                   sizes={"train": len(data.train), "val": len(data.val), "test": len(data.test)})
     student = build_student(cfg, len(data.taxonomy), run_dir)
-    loggers = RunLoggers(instantiate(cfg.logger), to_plain(cfg), save_dir=str(run_dir))
+    loggers = RunLoggers(instantiate(cfg.logger), run_config(to_plain(cfg)), save_dir=str(run_dir))
     try:
         if cfg.pgkd.enabled:
             from pgkd.loop import run_pgkd_from_config
@@ -149,6 +148,9 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
             result = run_pgkd_from_config(cfg, data, student, loggers, run_dir)
         else:
             result = train_baseline(data, student, loggers, run_dir)
+        if result.get("status", "finished") == "finished":
+            loggers.log_metrics(final_metrics(result["test"], (result.get("model_0") or {}).get("test"),
+                                             result.get("teacher")))
     finally:
         loggers.finish()
     result = {**header, **result, "status": result.get("status", "finished")}

@@ -41,7 +41,7 @@ from pgkd.progress import progress
 from pgkd.prompt import build_pgkd_messages, generation_schema
 from pgkd.students import Student
 from pgkd.teacher import BudgetExceeded, SamplingParams, TeacherClient, build_teacher
-from pgkd.tracking import RunLoggers
+from pgkd.tracking import GENERATED_SAMPLES_TABLE, PER_CLASS_F1_TABLE, RunLoggers, kd_metrics
 
 log = logging.getLogger(__name__)
 HISTORY_COLUMNS = ["text", "label", "step", "origin", "teacher_model", "prompt_hash", "request_index",
@@ -351,9 +351,8 @@ class KDLoop:
         state.steps.append(record)
         state.step, state.phase, state.pending, state.last_report = step + 1, "teacher", None, report
         self.save()
-        self.loggers.log_metrics({f"kd/{k}": v for k, v in record.items()
-                                  if isinstance(v, (int, float)) and not isinstance(v, bool)})
-        self.loggers.log_table("kd/per_class_f1", pd.DataFrame(
+        self.loggers.log_metrics(kd_metrics(record))
+        self.loggers.log_table(PER_CLASS_F1_TABLE, pd.DataFrame(
             [{"step": r["step"], "label": k, "f1": v} for r in state.steps for k, v in r["per_class_f1"].items()]))
 
     # -- between fits -------------------------------------------------------------------------
@@ -407,7 +406,8 @@ class KDLoop:
             self.save()
             return
         self.history = pd.concat([self.history, new], ignore_index=True)
-        self.loggers.log_table(f"kd/samples_step_{step:02d}", new[["text", "label", "step", "request_index"]])
+        generated = self.history[self.history.origin == "teacher"]
+        self.loggers.log_table(GENERATED_SAMPLES_TABLE, generated[["text", "label", "step", "request_index"]])
         self.state.pending, self.state.phase = counters, "fit"
         self.save()
 

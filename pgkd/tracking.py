@@ -9,7 +9,55 @@ import pandas as pd
 from pytorch_lightning.loggers import Logger, WandbLogger
 
 
+# Every name logged to W&B, and read back by the dashboard (pgkd/dashboard.py): one place, so
+# the two cannot drift. KD-step metrics are "kd/<key of the loop's step record>".
+KD_PREFIX = "kd/"
 KD_STEP = "kd/step"
+KD_VAL_LOSS = "kd/val_loss"
+KD_VAL_ACCURACY = "kd/val_accuracy"
+KD_VAL_MACRO_F1 = "kd/val_macro_f1"
+KD_ACCEPTED = "kd/accepted"
+KD_CALLS = "kd/calls"
+KD_COST_USD = "kd/cost_usd"
+TEST_METRICS = ("loss", "accuracy", "macro_f1", "weighted_f1")
+TEST_ACCURACY = "test/accuracy"
+TEST_MACRO_F1 = "test/macro_f1"
+MODEL_0_TEST_ACCURACY = "model_0/test_accuracy"
+MODEL_0_TEST_MACRO_F1 = "model_0/test_macro_f1"
+TEACHER_CALLS = "teacher/calls"
+TEACHER_COST_USD = "teacher/cost_usd"
+TEACHER_INPUT_TOKENS = "teacher/input_tokens"
+TEACHER_OUTPUT_TOKENS = "teacher/output_tokens"
+PER_CLASS_F1_TABLE = "kd/per_class_f1"
+GENERATED_SAMPLES_TABLE = "kd/generated_samples"
+# run config keys the dashboard groups and filters by (besides the tags)
+METHOD_KEY = "pgkd.run_tag"
+DATASET_KEY = "dataset.name"
+STUDENT_KEY = "student.name"
+DATASET_METHOD_KEY = "dataset_method"
+
+
+def run_config(cfg: dict) -> dict:
+    """The config a W&B run records: the resolved (redacted) config plus ``dataset_method``, the
+    one key that groups a bar chart by dataset × method."""
+    return {**cfg, DATASET_METHOD_KEY: f"{cfg['dataset']['name']} | {cfg['pgkd']['run_tag']}"}
+
+
+def kd_metrics(record: dict) -> dict[str, float]:
+    """A KD step's numeric counters as ``kd/*`` metrics (``kd/step`` among them)."""
+    return {f"{KD_PREFIX}{k}": v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def final_metrics(test: dict, model_0: dict | None = None, teacher: dict | None = None) -> dict[str, float]:
+    """The tested model's ``test/*`` metrics, model_0's beside them, the teacher's totals."""
+    metrics = {f"test/{k}": test[k] for k in TEST_METRICS}
+    if model_0 is not None:
+        metrics.update({MODEL_0_TEST_ACCURACY: model_0["accuracy"], MODEL_0_TEST_MACRO_F1: model_0["macro_f1"]})
+    if teacher is not None:
+        metrics.update({TEACHER_CALLS: teacher.get("calls", 0), TEACHER_COST_USD: teacher.get("cost_usd", 0.0),
+                        TEACHER_INPUT_TOKENS: teacher.get("input_tokens", 0),
+                        TEACHER_OUTPUT_TOKENS: teacher.get("output_tokens", 0)})
+    return metrics
 
 
 class RunLoggers:
@@ -28,7 +76,7 @@ class RunLoggers:
         for logger in self.wandb:
             # KD-step metrics are plotted against the KD step, not the trainer's global step
             logger.experiment.define_metric(KD_STEP)
-            logger.experiment.define_metric("kd/*", step_metric=KD_STEP)
+            logger.experiment.define_metric(f"{KD_PREFIX}*", step_metric=KD_STEP)
 
     def for_fit(self, name: str) -> list[Logger] | bool:
         """Loggers for one Lightning fit (a CSV log per fit + the shared run loggers)."""
