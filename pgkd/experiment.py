@@ -140,6 +140,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     header.update(n_classes=len(data.taxonomy), data_source=data.source,
                   sizes={"train": len(data.train), "val": len(data.val), "test": len(data.test)})
     student = build_student(cfg, len(data.taxonomy), run_dir)
+    student.prepare(data.train.text)
     loggers = RunLoggers(instantiate(cfg.logger), run_config(to_plain(cfg)), save_dir=str(run_dir))
     try:
         if cfg.pgkd.enabled:

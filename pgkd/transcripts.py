@@ -41,9 +41,9 @@ def export_transcript(run_dir: str | Path, cache: ResponseCache, out_path: str |
                      "prompt": _prompt_of(run_dir, entry), "reply": reply.text,
                      "input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens})
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(out_path, "wt", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    payload = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
+    if not (out_path.exists() and gzip.decompress(out_path.read_bytes()) == payload):  # no churn in git
+        out_path.write_bytes(gzip.compress(payload, mtime=0))
     return len(rows)
 
 

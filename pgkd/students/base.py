@@ -54,14 +54,14 @@ class Student(ABC):
     def __init__(self, num_labels: int, trainer: TrainerFactory | None = None,
                  early_stopping: Callable[[], EarlyStopping] | None = None,
                  workdir: str | Path = ".", batch_size: int = 64, eval_batch_size: int = 128,
-                 warm_start: bool = False, seed: int = 0):
+                 warm_start: bool = False, kd_epochs: int | None = None, seed: int = 0):
         self.num_labels = num_labels
-        self.trainer_factory = trainer or (lambda **kw: pl.Trainer(max_epochs=30, accelerator="cpu", **kw))
+        self.trainer_factory = trainer or (lambda **kw: pl.Trainer(**{"max_epochs": 30, "accelerator": "cpu", **kw}))
         self.early_stopping = early_stopping or (lambda: EarlyStopping("val_loss", patience=5, mode="min"))
         self.workdir = Path(workdir)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
-        self.warm_start = warm_start
+        self.warm_start, self.kd_epochs = warm_start, kd_epochs
         self.seed = seed
         self.module: pl.LightningModule | None = None
         self.last_fit: dict = {}
@@ -84,18 +84,22 @@ class Student(ABC):
             val_labels: Sequence[int], callbacks: Sequence[Callback] = (), logger=False,
             name: str = "fit") -> dict:
         """Train on (texts, labels) with early stopping on the validation loss; the best epoch's
-        weights are restored. Re-initialises from the pretrained weights unless ``warm_start``."""
+        weights are restored. Re-initialises from the pretrained weights unless ``warm_start``,
+        which continues from the current weights for at most ``kd_epochs`` epochs."""
         pl.seed_everything(self.seed, workers=True, verbose=False)
-        if self.module is None or not self.warm_start:
+        continuing = self.module is not None and self.warm_start
+        if not continuing:
             self.module = self.new_module()
+        self.before_fit(continuing)
         checkpoint_dir = self.workdir / "checkpoints" / name
         checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val_loss",
                                      mode="min", save_top_k=1, save_weights_only=True,
                                      enable_version_counter=False)
         early_stopping = self.early_stopping()
+        short = {"max_epochs": self.kd_epochs} if continuing and self.kd_epochs else {}
         trainer = self.trainer_factory(
             callbacks=[early_stopping, RestoreBestWeights(checkpoint), *callbacks, checkpoint],
-            logger=logger, default_root_dir=str(self.workdir),
+            logger=logger, default_root_dir=str(self.workdir), **short,
         )
         self._fit_started = time.perf_counter()
         self._fit_size = len(texts)
@@ -104,6 +108,13 @@ class Student(ABC):
         self.last_fit = self.fit_info(trainer)
         shutil.rmtree(checkpoint_dir.parent, ignore_errors=True)
         return self.last_fit
+
+    def prepare(self, train_texts: Sequence[str]) -> None:
+        """Settings taken from the annotated training texts, once, before the first fit (the
+        fine-tuned student's ``max_length: auto``)."""
+
+    def before_fit(self, continuing: bool) -> None:
+        """Called with the module about to be trained; ``continuing``: a warm-started KD fit."""
 
     def fit_info(self, trainer: pl.Trainer) -> dict:
         """Facts about the fit in progress or just finished (callbacks call this in on_fit_end)."""

@@ -50,23 +50,34 @@ class SequenceClassifier(pl.LightningModule):
         return self._step(batch, "val")
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.AdamW(trainable, lr=self.lr, weight_decay=self.weight_decay)
 
 
 class TokenizedDataModule(pl.LightningDataModule):
-    """Tokenizes once, pads per batch (dynamic padding); validation batches are length-sorted."""
+    """Tokenizes once, pads per batch (dynamic padding); validation batches are length-sorted;
+    with ``length_grouped`` training batches hold texts of similar length (less padding), in a
+    seeded random order (transformers' ``LengthGroupedSampler``)."""
 
     def __init__(self, tokenizer, train: tuple[list, list], val: tuple[list, list],
-                 batch_size: int, eval_batch_size: int, max_length: int):
+                 batch_size: int, eval_batch_size: int, max_length: int, length_grouped: bool = False,
+                 seed: int = 0):
         super().__init__()
         self.collate = DataCollatorWithPadding(tokenizer)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.length_grouped, self.seed = length_grouped, seed
         encode = lambda texts: tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]  # noqa: E731
         self.train_rows = [{"input_ids": ids, "labels": y} for ids, y in zip(encode(train[0]), train[1])]
         self.val_rows = [{"input_ids": ids, "labels": y} for ids, y in zip(encode(val[0]), val[1])]
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_rows, batch_size=self.batch_size, shuffle=True, collate_fn=self.collate)
+        if not self.length_grouped:
+            return DataLoader(self.train_rows, batch_size=self.batch_size, shuffle=True, collate_fn=self.collate)
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        sampler = LengthGroupedSampler(self.batch_size, lengths=[len(r["input_ids"]) for r in self.train_rows],
+                                       generator=torch.Generator().manual_seed(self.seed))
+        return DataLoader(self.train_rows, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate)
 
     def val_dataloader(self) -> DataLoader:
         batches = length_sorted_batches([len(r["input_ids"]) for r in self.val_rows], self.eval_batch_size)
@@ -82,14 +93,34 @@ class FineTunedStudent(Student):
     """
 
     def __init__(self, num_labels: int, model_name_or_path: str = "bert-base-uncased",
-                 max_length: int = 512, lr: float = 2e-5, weight_decay: float = 0.01,
-                 cache_dir: str | Path = ".cache", name: str = "finetuned", **kwargs):
+                 max_length: int | str = 512, lr: float = 2e-5, weight_decay: float = 0.01,
+                 cache_dir: str | Path = ".cache", name: str = "finetuned", length_grouped: bool = False,
+                 max_length_cap: int = 512, max_length_quantile: float = 0.99, kd_frozen_layers: int = 0,
+                 **kwargs):
         super().__init__(num_labels, **kwargs)
         self.name = name
         self.model_name_or_path = model_name_or_path
         self.max_length, self.lr, self.weight_decay = max_length, lr, weight_decay
+        self.max_length_cap, self.max_length_quantile = max_length_cap, max_length_quantile
+        self.length_grouped, self.kd_frozen_layers = length_grouped, kd_frozen_layers
         self.cache_dir = cache_dir
         self._tokenizer = None
+
+    def prepare(self, train_texts: Sequence[str]) -> None:
+        """``max_length: auto``: the ``max_length_quantile`` of the annotated texts' token
+        lengths, capped at ``max_length_cap`` (short-text datasets do not pay for 512)."""
+        if self.max_length == "auto":
+            lengths = [len(ids) for ids in self.tokenizer(list(train_texts), truncation=False, verbose=False)["input_ids"]]
+            self.max_length = int(min(self.max_length_cap, max(8, np.ceil(np.quantile(lengths, self.max_length_quantile)))))
+
+    def before_fit(self, continuing: bool) -> None:
+        """A warm-started KD fit trains only the top of the encoder: embeddings and the lowest
+        ``kd_frozen_layers`` layers keep model_0's weights (fewer backward FLOPs)."""
+        if not (continuing and self.kd_frozen_layers):
+            return
+        base = self.module.model.base_model
+        for part in [base.embeddings, *base.encoder.layer[:self.kd_frozen_layers]]:
+            part.requires_grad_(False)
 
     @property
     def tokenizer(self):
@@ -129,8 +160,10 @@ class FineTunedStudent(Student):
         return student
 
     def datamodule(self, train, val) -> TokenizedDataModule:
+        if not isinstance(self.max_length, int):
+            raise ValueError(f"student.max_length={self.max_length!r}: call prepare(train_texts) first (auto)")
         return TokenizedDataModule(self.tokenizer, train, val, self.batch_size, self.eval_batch_size,
-                                   self.max_length)
+                                   self.max_length, self.length_grouped, self.seed)
 
     @torch.inference_mode()
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
