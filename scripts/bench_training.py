@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="ag_news")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--batches", type=int, default=5, help="timed training batches per option (+1 warm-up)")
+    parser.add_argument("--repeats", type=int, default=2, help="passes over all options; the best rate counts")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "training.json")
     args = parser.parse_args()
 
@@ -116,24 +117,29 @@ def main() -> None:
         (f"fast path: p99, grouped, lowest {layers // 2} frozen", {"max_length": p99, "grouped": True,
                                                                      "frozen_layers": layers // 2}),
     ]
-    rows = []
-    for name, change in options:
-        setting = {**reference, **change}
-        torch.set_num_threads(setting["threads"])
-        model.load_state_dict(initial)
-        train = train_rate(model, batches_of(tokenizer, texts, setting["max_length"], args.batch_size,
-                                             setting["grouped"]), len(data.taxonomy), setting["bf16"],
-                           setting["frozen_layers"])
-        infer = inference_rate(model, batches_of(tokenizer, infer_texts, setting["max_length"], args.batch_size * 2,
-                                                 setting["grouped"]), setting["bf16"])
-        rows.append({"option": name, **setting, "train_samples_per_s": train, "inference_samples_per_s": infer})
-        print(f"{name:<62} train {train:6.1f}/s  inference {infer:6.1f}/s", flush=True)
+    best: dict[str, dict] = {}
+    for rep in range(args.repeats):  # interleaved passes: a busy spell slows one pass, not one option
+        for name, change in options:
+            setting = {**reference, **change}
+            torch.set_num_threads(setting["threads"])
+            model.load_state_dict(initial)
+            train = train_rate(model, batches_of(tokenizer, texts, setting["max_length"], args.batch_size,
+                                                 setting["grouped"]), len(data.taxonomy), setting["bf16"],
+                               setting["frozen_layers"])
+            infer = inference_rate(model, batches_of(tokenizer, infer_texts, setting["max_length"],
+                                                     args.batch_size * 2, setting["grouped"]), setting["bf16"])
+            row = best.setdefault(name, {"option": name, **setting, "train_samples_per_s": 0.0,
+                                         "inference_samples_per_s": 0.0})
+            row["train_samples_per_s"] = max(row["train_samples_per_s"], train)
+            row["inference_samples_per_s"] = max(row["inference_samples_per_s"], infer)
+            print(f"pass {rep + 1}: {name:<58} train {train:6.1f}/s  inference {infer:6.1f}/s", flush=True)
+    rows = list(best.values())
     base = rows[0]
     for row in rows:
         row["train_ratio"] = row["train_samples_per_s"] / base["train_samples_per_s"]
         row["inference_ratio"] = row["inference_samples_per_s"] / base["inference_samples_per_s"]
     result = {"student": args.student, "dataset": args.dataset, "batch_size": args.batch_size,
-              "timed_batches": args.batches, "token_length_median": int(np.median(lengths)), "token_length_p99": p99,
+              "timed_batches": args.batches, "repeats": args.repeats, "token_length_median": int(np.median(lengths)), "token_length_p99": p99,
               "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__,
               "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)

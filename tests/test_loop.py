@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import torch
 import pytest
 from omegaconf import OmegaConf
 
@@ -493,3 +494,33 @@ def test_dry_run_prints_the_first_prompt_and_the_runs_cost_without_calling_anyon
     assert f"${10 * 12 * per_call:.2f}" in out
     ablated = run(compose("teacher=anthropic", "dry_run=true", "ablation=no_hard_negatives"), tmp_path / "run")
     assert "hard_negatives" not in ablated["sections"] and ablated["prompt_chars"] < plan["prompt_chars"]
+
+
+def test_warm_started_kd_fits_are_short_and_continue_from_model_0(compose, tmp_path):
+    """student.warm_start + kd_epochs: model_0 gets the full fit, each KD step at most kd_epochs
+    epochs from the previous weights (and kd_frozen_layers keeps the lower layers as they were)."""
+    cfg = compose(*TINY, "dataset.n_annotated=120", "trainer.max_epochs=4", "student.warm_start=true",
+                  "student.kd_epochs=1", "student.kd_frozen_layers=1", "pgkd.num_kd_steps=2",
+                  "pgkd.samples_per_step=8", "callbacks.early_stopping.patience=10")
+    from hydra.utils import instantiate
+
+    data = instantiate(cfg.dataset)
+    student = build_student(cfg, len(data.taxonomy), tmp_path)
+    teacher = TeacherClient(ScriptedTeacher(), CostLedger(tmp_path / "l.jsonl"))
+    teacher.backend.bind_dataset(data)
+    after_model_0 = {}
+
+    original_before_fit = student.before_fit
+
+    def spy(continuing: bool) -> None:
+        original_before_fit(continuing)
+        if continuing and not after_model_0:
+            after_model_0.update({k: v.clone() for k, v in student.module.model.bert.embeddings.state_dict().items()})
+
+    student.before_fit = spy
+    metrics = run_pgkd(data, student, teacher, PGKDSettings(num_kd_steps=2, samples_per_step=8, samples_per_call=8),
+                       OmegaConf.to_container(cfg.prompt), tmp_path)
+    epochs = [s["fit"]["epochs"] for s in metrics["steps"]]
+    assert epochs[0] == 4 and epochs[1:] == [1, 1]
+    frozen = student.module.model.bert.embeddings.state_dict()
+    assert after_model_0 and all(torch.equal(frozen[k], v) for k, v in after_model_0.items())  # never moved in KD fits
