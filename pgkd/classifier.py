@@ -109,8 +109,8 @@ class Classifier:
         model_dir = model_dir_of(path)
         spec = read_spec(model_dir)
         kind = STUDENT_KINDS[spec["student"]["kind"]]
-        student = kind.from_pretrained(model_dir, spec["student"], spec["labels"], cache_dir)
-        student.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        student = kind.from_pretrained(model_dir, spec["student"], spec["labels"], cache_dir, device)
         student.eval_batch_size = batch_size
         return cls(student, spec["labels"], spec, model_dir)
 

@@ -18,7 +18,7 @@ from tests.conftest import ROOT
 DOCS = ["README.md", "results/README.md"]
 CONFIG_OF = {"run.py": "config", "zero_shot.py": "zero_shot", "predict.py": "predict", "export.py": "export",
              "bench_inference.py": "bench", "wandb_dashboard.py": "dashboard"}
-ARGPARSE_SCRIPTS = {"make_tables.py", "demo.py", "install_teacher_model.py", "check_reply.py"}
+ARGPARSE_SCRIPTS = {"make_tables.py", "demo.py", "install_teacher_model.py", "check_reply.py", "bench_training.py"}
 
 
 def shell_lines(text: str) -> list[str]:

@@ -147,8 +147,8 @@ class Student(ABC):
     @classmethod
     @abstractmethod
     def from_pretrained(cls, model_dir: str | Path, spec: dict, labels: Sequence[str],
-                        cache_dir: str | Path | None = None) -> "Student":
-        """The student ``save_pretrained`` wrote, ready to predict."""
+                        cache_dir: str | Path | None = None, device: torch.device | None = None) -> "Student":
+        """The student ``save_pretrained`` wrote, ready to predict on ``device`` (default: CPU)."""
 
     def load(self, path: str | Path) -> None:
         if self.module is None:

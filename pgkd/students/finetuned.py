@@ -153,9 +153,10 @@ class FineTunedStudent(Student):
                 "max_length": self.max_length}
 
     @classmethod
-    def from_pretrained(cls, model_dir, spec, labels, cache_dir=None) -> "FineTunedStudent":
+    def from_pretrained(cls, model_dir, spec, labels, cache_dir=None, device=None) -> "FineTunedStudent":
         student = cls(len(labels), model_name_or_path=str(model_dir), max_length=int(spec["max_length"]),
                       cache_dir=cache_dir or ".cache", name=spec.get("name", "finetuned"))
+        student.device = torch.device(device or "cpu")
         student.module = student.new_module()
         return student
 

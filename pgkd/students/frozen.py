@@ -182,11 +182,12 @@ class FrozenEncoderStudent(Student):
                 "dim": self.encoder.dim, "head": HEAD_FILE}
 
     @classmethod
-    def from_pretrained(cls, model_dir, spec, labels, cache_dir=None) -> "FrozenEncoderStudent":
+    def from_pretrained(cls, model_dir, spec, labels, cache_dir=None, device=None) -> "FrozenEncoderStudent":
         from safetensors.torch import load_file
 
         student = cls(len(labels), model_name_or_path=spec["encoder"], max_length=int(spec["max_length"]),
                       cache_dir=cache_dir, name=spec.get("name", "frozen"))
+        student.device = torch.device(device or "cpu")
         student.module = student.new_module()
         student.module.linear.load_state_dict(load_file(str(Path(model_dir) / spec.get("head", HEAD_FILE))))
         return student
