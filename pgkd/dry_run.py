@@ -79,7 +79,9 @@ def render(plan: dict) -> str:
     prices = plan["prices"]
     lines = [
         plan["prompt"], "", "=" * 80,
-        f"dry run of {plan['run_name']} ({plan['n_classes']} classes): the teacher was not called",
+        f"dry run of {plan['run_name']} ({plan['n_classes']} classes): the teacher was not called, nothing "
+        "was fitted; the report's numbers and the mined examples' predictions come from a stand-in student "
+        "with random probabilities (the layout and length are the real prompt's)",
         f"first KD prompt: {plan['prompt_chars']:,} characters, {tokens['tokenizer']:,} tokens "
         f"({tokens['tokenizer_name']} WordPiece; {tokens['chars_per_token']:,} at the ledger's characters/token); "
         f"sections: {', '.join(plan['sections'])}",
