@@ -36,7 +36,7 @@ def load_data(cfg: DictConfig) -> TextDataset:
 # What a run writes into its folder (``force=true`` removes exactly these before redoing it).
 RUN_ARTIFACTS = ("metrics.json", "pgkd_state.json", "history.csv", "history.csv.tmp", "steps",
                  "teacher_ledger.jsonl", "best_model.pt", "last_model.pt", "model.pt", "model",
-                 "predictions.jsonl", "lightning", "config.yaml", "continued_from.json")
+                 "predictions.jsonl", "lightning", "config.yaml", "continued_from.json", "export")
 
 
 class RunDirConflict(RuntimeError):
