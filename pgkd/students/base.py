@@ -54,7 +54,8 @@ class Student(ABC):
     def __init__(self, num_labels: int, trainer: TrainerFactory | None = None,
                  early_stopping: Callable[[], EarlyStopping] | None = None,
                  workdir: str | Path = ".", batch_size: int = 64, eval_batch_size: int = 128,
-                 warm_start: bool = False, kd_epochs: int | None = None, seed: int = 0):
+                 warm_start: bool = False, kd_epochs: int | None = None, precision: str | None = None,
+                 seed: int = 0):
         self.num_labels = num_labels
         self.trainer_factory = trainer or (lambda **kw: pl.Trainer(**{"max_epochs": 30, "accelerator": "cpu", **kw}))
         self.early_stopping = early_stopping or (lambda: EarlyStopping("val_loss", patience=5, mode="min"))
@@ -62,6 +63,7 @@ class Student(ABC):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.warm_start, self.kd_epochs = warm_start, kd_epochs
+        self.precision = precision  # the trainer's precision for this student's fits (None: the trainer's)
         self.seed = seed
         self.module: pl.LightningModule | None = None
         self.last_fit: dict = {}
@@ -96,10 +98,12 @@ class Student(ABC):
                                      mode="min", save_top_k=1, save_weights_only=True,
                                      enable_version_counter=False)
         early_stopping = self.early_stopping()
-        short = {"max_epochs": self.kd_epochs} if continuing and self.kd_epochs else {}
+        overrides = {"max_epochs": self.kd_epochs} if continuing and self.kd_epochs else {}
+        if self.precision:
+            overrides["precision"] = self.precision
         trainer = self.trainer_factory(
             callbacks=[early_stopping, RestoreBestWeights(checkpoint), *callbacks, checkpoint],
-            logger=logger, default_root_dir=str(self.workdir), **short,
+            logger=logger, default_root_dir=str(self.workdir), **overrides,
         )
         self._fit_started = time.perf_counter()
         self._fit_size = len(texts)
