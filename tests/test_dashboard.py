@@ -17,17 +17,32 @@ from pgkd.experiment import run
 from tests.conftest import ROOT
 
 
-def logged_run(compose, tmp_path: Path, monkeypatch, *overrides: str):
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
-    run(compose("debug=fdr", "logger=wandb", "pgkd.num_kd_steps=2", *overrides), tmp_path)
-    return read_offline_run(next(tmp_path.rglob("run-*.wandb")))
+def logged_run(out: Path, cache_dir: Path, *overrides: str):
+    """A smoke-sized run logged to W&B offline; its .wandb file read back."""
+    from hydra import compose, initialize_config_dir
+
+    saved = {k: os.environ.get(k) for k in ("WANDB_MODE", "WANDB_DIR")}
+    os.environ.update(WANDB_MODE="offline", WANDB_DIR=str(out / "wandb-dir"))
+    try:
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("config", overrides=["debug=fdr", "logger=wandb", "pgkd.num_kd_steps=2",
+                                               f"paths.cache_dir={cache_dir}", f"paths.log_dir={out}", *overrides])
+        run(cfg, out / "run")
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+    return read_offline_run(next(out.rglob("run-*.wandb")))
 
 
-@pytest.fixture
-def logged(compose, tmp_path, monkeypatch):
-    return [logged_run(compose, tmp_path / "pgkd", monkeypatch),
-            logged_run(compose, tmp_path / "baseline", monkeypatch, "pgkd=off")]
+@pytest.fixture(scope="module")
+def logged_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("logged")
+
+
+@pytest.fixture(scope="module")
+def logged(logged_dir, cache_dir):
+    """A 2-step PGKD run and a baseline, logged offline."""
+    return [logged_run(logged_dir / "pgkd", cache_dir), logged_run(logged_dir / "baseline", cache_dir, "pgkd=off")]
 
 
 def test_every_panel_reads_a_logged_metric_and_groups_by_a_logged_key(logged):
@@ -43,13 +58,13 @@ def test_every_panel_reads_a_logged_metric_and_groups_by_a_logged_key(logged):
     assert {panel["kind"] for panel in spec.describe()} == {"line", "bar", "table"}
 
 
-def test_a_renamed_logged_metric_is_caught(compose, tmp_path, monkeypatch):
+def test_a_renamed_logged_metric_is_caught(tmp_path, monkeypatch, cache_dir):
     import pgkd.loop
 
     renamed = lambda record: {k.replace("val_accuracy", "val_acc"): v  # noqa: E731
                               for k, v in tracking.kd_metrics(record).items()}
     monkeypatch.setattr(pgkd.loop, "kd_metrics", renamed)
-    logged = logged_run(compose, tmp_path, monkeypatch)
+    logged = logged_run(tmp_path, cache_dir)
     assert logged.has_metric("kd/val_acc") and not logged.has_metric(tracking.KD_VAL_ACCURACY)
     assert missing_keys(dashboard_spec(), [logged]) == ["metric 'kd/val_accuracy': in no run's history"]
 
@@ -65,9 +80,9 @@ def test_workspace_and_report_build_offline_with_the_specs_keys(logged):
     assert "ag_news: test by method" in str(titles) and "huffpost: test by method" in str(titles)
 
 
-def test_script_prints_the_spec_and_refuses_keys_no_run_logged(logged, tmp_path):
+def test_script_prints_the_spec_and_refuses_keys_no_run_logged(logged, logged_dir, tmp_path):
     script = [sys.executable, str(ROOT / "scripts" / "wandb_dashboard.py"), f"paths.log_dir={tmp_path}",
-              f"check_runs=[{tmp_path}/**/run-*.wandb]"]
+              f"check_runs=[{logged_dir}/**/run-*.wandb]"]
     out = subprocess.run([*script, "datasets=[ag_news]"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "kd/val_accuracy (x: kd/step)" in out.stdout
