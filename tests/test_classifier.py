@@ -109,18 +109,27 @@ def test_predict_reads_stdin_and_jsonl(tiny_run, tmp_path):
 
 
 @pytest.mark.parametrize("content, args, message", [
-    ("body\nx\n", [], "column 'text' not found (columns: ['body'])"),
-    ("text,label\nfine,World\n,Sports\n", [], "column 'text', row 1 (line 3): empty text"),
-    ("text\nfine\n", ["label_column=gold"], "label_column 'gold' not found"),
+    ("body\nx\n", {}, "column 'text' not found (columns: ['body'])"),
+    ("text,label\nfine,World\n,Sports\n", {}, "column 'text', row 1 (line 3): empty text"),
+    ("text\nfine\n", {"label_column": "gold"}, "label_column 'gold' not found"),
 ])
 def test_predict_names_file_column_and_row_of_bad_input(tiny_run, tmp_path, content, args, message):
-    _, run_dir, _ = tiny_run
+    from pgkd.data import DataError
+    from pgkd.predict import predict
+
     (tmp_path / "bad.csv").write_text(content)
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "predict.py"), f"run_dir={run_dir}",
-                          f"input={tmp_path / 'bad.csv'}", f"output={tmp_path / 'never.csv'}", *args,
-                          f"paths.log_dir={tmp_path / 'logs'}"], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 2 and str(tmp_path / "bad.csv") in out.stderr and message in out.stderr
+    with pytest.raises(DataError) as error:
+        predict(str(tiny_run[1]), str(tmp_path / "bad.csv"), str(tmp_path / "never.csv"), **args)
+    assert str(tmp_path / "bad.csv") in str(error.value) and message in str(error.value)
     assert not (tmp_path / "never.csv").exists()
+
+
+def test_predict_script_exits_2_with_the_error_on_bad_input(tiny_run, tmp_path):
+    (tmp_path / "bad.csv").write_text("body\nx\n")
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "predict.py"), f"run_dir={tiny_run[1]}",
+                          f"input={tmp_path / 'bad.csv'}", f"paths.log_dir={tmp_path / 'logs'}"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and out.stderr.startswith(f"error: {tmp_path / 'bad.csv'}: column 'text' not found")
 
 
 def test_hf_export_loads_with_plain_transformers(tiny_run, tmp_path):
