@@ -114,8 +114,10 @@ def main() -> None:
         ("length-grouped batches", {"grouped": True}),
         ("2 threads", {"threads": 2}),
         (f"embeddings + lowest {layers // 2} of {layers} layers frozen", {"frozen_layers": layers // 2}),
-        (f"fast path: p99, grouped, lowest {layers // 2} frozen", {"max_length": p99, "grouped": True,
-                                                                     "frozen_layers": layers // 2}),
+        ("defaults of conf/student/_finetuned.yaml: bf16, max_length auto, grouped",
+         {"bf16": True, "max_length": p99, "grouped": True}),
+        (f"defaults + lowest {layers // 2} layers frozen (student.kd_frozen_layers={layers // 2})",
+         {"bf16": True, "max_length": p99, "grouped": True, "frozen_layers": layers // 2}),
     ]
     best: dict[str, dict] = {}
     for rep in range(args.repeats):  # interleaved passes: a busy spell slows one pass, not one option
