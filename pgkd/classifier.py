@@ -101,9 +101,10 @@ class Classifier:
     @classmethod
     def load(cls, path: str | Path, device: str | None = None, cache_dir: str | Path | None = None,
              batch_size: int = 128) -> "Classifier":
-        # batch_size: texts per forward pass of a fine-tuned student
-        """Load a model folder or a run dir's ``model/``. ``cache_dir``: where a frozen student
-        caches embeddings (the run's cache reuses the embeddings of the texts it has seen)."""
+        """Load a model folder or a run dir's ``model/``. ``device``: default CUDA when present.
+        ``cache_dir``: where a frozen student caches embeddings (the run's cache reuses the
+        embeddings of the texts it has seen). ``batch_size``: texts per forward pass of a
+        fine-tuned student."""
         import torch
 
         model_dir = model_dir_of(path)

@@ -250,7 +250,6 @@ def build_dashboard(cfg) -> dict:
     """``scripts/wandb_dashboard.py``: the spec, checked against the local runs of
     ``cfg.check_runs``; with ``cfg.save`` the workspace view and report are created on the server."""
     import glob
-    import os
 
     spec = dashboard_spec(list(cfg.datasets), list(cfg.students), cfg.group)
     paths = sorted({str(Path(p).resolve())  # wandb's latest-run link points at a run found already
@@ -261,12 +260,12 @@ def build_dashboard(cfg) -> dict:
     if problems:
         raise ValueError(f"the dashboard reads keys that none of the {len(runs)} local runs logged: "
                          + "; ".join(problems))
-    workspace = build_workspace(spec, cfg.entity or "<entity>", cfg.project, cfg.name)
-    report = build_report(spec, cfg.entity or "<entity>", cfg.project, cfg.report_title)
     if cfg.save:
-        if not (os.environ.get("WANDB_API_KEY") or cfg.entity):
-            raise ValueError("save=true needs a W&B login (WANDB_API_KEY) and entity=")
-        workspace.save()
+        if not cfg.entity:
+            raise ValueError("save=true needs entity= (the W&B user or team the runs were logged to)")
+        workspace = build_workspace(spec, cfg.entity, cfg.project, cfg.name)
+        report = build_report(spec, cfg.entity, cfg.project, cfg.report_title)
+        workspace.save()  # the W&B login comes from WANDB_API_KEY or `wandb login`
         report.save()
         result["saved"] = {"workspace": workspace.url, "report": report.url}
     return result

@@ -14,10 +14,9 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from pgkd.data import TextDataset
-from pgkd.loop import PGKDSettings, split_validation
+from pgkd.loop import PGKDSettings, kd_prompt, split_validation
 from pgkd.metrics import classification_metrics
 from pgkd.mining import mine
-from pgkd.prompt import build_pgkd_messages
 from pgkd.teacher import Prices
 from pgkd.teacher.file_queue import TokenCounter
 
@@ -36,13 +35,8 @@ def first_prompt(data: TextDataset, settings: PGKDSettings, prompt_cfg: dict, se
     mined = mine(history, proba, data.taxonomy, settings.n_correct, settings.n_misclassified,
                  settings.hard_negatives_asked, rng, "train")
     fewshot = history.iloc[np.sort(rng.choice(len(history), min(settings.n_fewshot, len(history)), replace=False))]
-    return build_pgkd_messages(
-        prompt_cfg, taxonomy=data.taxonomy, fewshot=fewshot, n_samples=min(settings.samples_per_call,
-                                                                           settings.samples_per_step),
-        report=report if settings.use_validation_report else None, correct=mined.correct,
-        misclassified=mined.misclassified, hard_negatives=mined.hard_negatives if settings.use_hard_negatives else None,
-        max_chars=settings.prompt_example_chars, report_max_classes=settings.report_max_classes,
-        confusions=None)
+    n_samples = min(settings.samples_per_call, settings.samples_per_step)
+    return kd_prompt(settings, prompt_cfg, data.taxonomy, fewshot, n_samples, report, mined)
 
 
 def dry_run(cfg: DictConfig, data: TextDataset) -> dict:

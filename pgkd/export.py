@@ -67,15 +67,16 @@ def parity_texts(run_dir: str | Path, n: int, texts_file: str | None = None, tex
 
 
 def parity(reference: np.ndarray, other: np.ndarray, labels: list[str], gold: list[str] | None) -> dict:
-    """Agreement of the argmax with the reference, the largest probability gap, and the
-    accuracy of both (and its change, in points) when gold labels are known."""
+    """``bench.parity`` (argmax agreement; accuracy of both and its change, in points, when gold
+    labels are known) plus the largest probability gap."""
+    from pgkd import bench
+
     result = {"texts": len(reference), "agreement": float((reference.argmax(1) == other.argmax(1)).mean()),
               "max_abs_proba_diff": float(np.abs(reference - other).max()) if len(reference) else 0.0}
     if gold is not None:
         truth = np.array([labels.index(g) if g in labels else -1 for g in gold])
-        result["accuracy_reference"] = float((reference.argmax(1) == truth).mean())
-        result["accuracy"] = float((other.argmax(1) == truth).mean())
-        result["accuracy_delta_pts"] = 100 * (result["accuracy"] - result["accuracy_reference"])
+        result.update(bench.parity(reference, other, truth),
+                      accuracy_reference=float((reference.argmax(1) == truth).mean()))
     return result
 
 

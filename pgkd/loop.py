@@ -147,6 +147,18 @@ class TeacherContext:
     run_dir: Path
 
 
+def kd_prompt(settings: PGKDSettings, prompt_cfg: Mapping, taxonomy: list[str], fewshot: pd.DataFrame,
+              n_samples: int, report: dict, mined) -> tuple[list, list[str]]:
+    """A KD step's prompt (messages, section names) with the sections the settings keep."""
+    shown = report if settings.use_validation_report else None
+    return build_pgkd_messages(
+        prompt_cfg, taxonomy=taxonomy, fewshot=fewshot, n_samples=n_samples, report=shown,
+        correct=mined.correct, misclassified=mined.misclassified,
+        hard_negatives=mined.hard_negatives if settings.use_hard_negatives else None,
+        max_chars=settings.prompt_example_chars, report_max_classes=settings.report_max_classes,
+        confusions=shown.get("confusions") if shown else None)
+
+
 def teacher_step(step: int, history: pd.DataFrame, proba: np.ndarray, source: str, report: dict,
                  ctx: TeacherContext, training_errors: int | None = None) -> tuple[pd.DataFrame, dict]:
     """One KD step's data: mine → prompt → ask → parse → accept.
@@ -187,13 +199,7 @@ def teacher_step(step: int, history: pd.DataFrame, proba: np.ndarray, source: st
                          settings.hard_negatives_asked, rng, source)
             fewshot = annotated.iloc[np.sort(rng.choice(len(annotated), min(settings.n_fewshot, len(annotated)),
                                                         replace=False))]
-            messages, sections = build_pgkd_messages(
-                ctx.prompt_cfg, taxonomy=data.taxonomy, fewshot=fewshot, n_samples=n,
-                report=report if settings.use_validation_report else None, correct=mined.correct,
-                misclassified=mined.misclassified,
-                hard_negatives=mined.hard_negatives if settings.use_hard_negatives else None,
-                max_chars=settings.prompt_example_chars, report_max_classes=settings.report_max_classes,
-                confusions=report.get("confusions") if settings.use_validation_report else None)
+            messages, sections = kd_prompt(settings, ctx.prompt_cfg, data.taxonomy, fewshot, n, report, mined)
             if call == 0:
                 counters.update(prompt_correct=len(mined.correct), prompt_misclassified=len(mined.misclassified),
                                 prompt_hard_negatives=len(mined.hard_negatives) if settings.use_hard_negatives else 0)
@@ -474,17 +480,16 @@ def summarize(result: dict, history: pd.DataFrame, settings: PGKDSettings) -> di
     if len(generated) and settings.use_validation_report:
         # every (step, class) pair: the F1 the teacher was shown vs the samples it wrote for that class
         counts = {(int(step), label): n for (step, label), n in generated.groupby(["step", "label"]).size().items()}
-        pairs = [(f1, counts.get((step, label), 0)) for step, report in shown_f1.items()
-                 if step in set(generated.step.astype(int)) for label, f1 in report.items()]
+        asked = {step for step, _ in counts}
+        pairs = [(f1, counts.get((step, label), 0)) for step, report in shown_f1.items() if step in asked
+                 for label, f1 in report.items()]
         frame = pd.DataFrame(pairs, columns=["shown_f1", "generated"])
         if frame.shown_f1.nunique() > 1 and frame.generated.nunique() > 1:
             targeting = float(frame.shown_f1.corr(frame.generated, method="spearman"))
     return {
         "kept_step": result["best_step"], "stopped": result["stopped"],
-        "test_accuracy": {"model_0": before["accuracy"], "kept": after["accuracy"],
-                          "delta": after["accuracy"] - before["accuracy"]},
-        "test_macro_f1": {"model_0": before["macro_f1"], "kept": after["macro_f1"],
-                          "delta": after["macro_f1"] - before["macro_f1"]},
+        **{f"test_{metric}": {"model_0": before[metric], "kept": after[metric], "delta": after[metric] - before[metric]}
+           for metric in ("accuracy", "macro_f1")},
         "warnings": warnings,
         "generated_vs_shown_f1_spearman": targeting,
         "per_class": per_class.sort_values(["val_f1_model_0", "label"]).to_dict("records"),

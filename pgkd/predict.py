@@ -7,7 +7,6 @@ top-k ``label_j`` / ``proba_j``, as CSV or JSONL (by suffix; ``-`` = CSV on stan
 
 from __future__ import annotations
 
-import io
 import logging
 import sys
 from pathlib import Path
@@ -37,10 +36,10 @@ def read_texts(source: str, text_column: str = "text", encoding: str = "utf-8") 
         if text_column not in frame.columns:
             raise DataError(f"{source}: column {text_column!r} not found (columns: {list(frame.columns)}); "
                             "set text_column=")
+    if frame.empty:
+        raise DataError(f"{where}: no texts")
     texts = frame[text_column]
     bad = texts.isna() | ~texts.map(lambda t: isinstance(t, str)) | (texts.astype(str).str.strip() == "")
-    if bad.all() and source == "-":
-        raise DataError("<stdin>: no texts (one text per line)")
     if bad.any():
         row = int(bad.to_numpy().argmax())
         value = texts.iloc[row]
@@ -52,9 +51,7 @@ def read_texts(source: str, text_column: str = "text", encoding: str = "utf-8") 
 def write_predictions(frame: pd.DataFrame, output: str) -> None:
     """CSV or JSONL by suffix; ``-``: CSV on standard output."""
     if output == "-":
-        buffer = io.StringIO()
-        frame.to_csv(buffer, index=False)
-        sys.stdout.write(buffer.getvalue())
+        frame.to_csv(sys.stdout, index=False)
         return
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,28 +12,24 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 # Every name logged to W&B, and read back by the dashboard (pgkd/dashboard.py): one place, so
 # the two cannot drift. KD-step metrics are "kd/<key of the loop's step record>".
 KD_PREFIX = "kd/"
-KD_STEP = "kd/step"
-KD_VAL_LOSS = "kd/val_loss"
-KD_VAL_ACCURACY = "kd/val_accuracy"
-KD_VAL_MACRO_F1 = "kd/val_macro_f1"
-KD_ACCEPTED = "kd/accepted"
-KD_CALLS = "kd/calls"
-KD_COST_USD = "kd/cost_usd"
+KD_STEP = f"{KD_PREFIX}step"
+KD_VAL_LOSS = f"{KD_PREFIX}val_loss"
+KD_VAL_ACCURACY = f"{KD_PREFIX}val_accuracy"
+KD_VAL_MACRO_F1 = f"{KD_PREFIX}val_macro_f1"
+KD_ACCEPTED = f"{KD_PREFIX}accepted"
 TEST_METRICS = ("loss", "accuracy", "macro_f1", "weighted_f1")
 TEST_ACCURACY = "test/accuracy"
 TEST_MACRO_F1 = "test/macro_f1"
 MODEL_0_TEST_ACCURACY = "model_0/test_accuracy"
 MODEL_0_TEST_MACRO_F1 = "model_0/test_macro_f1"
+TEACHER_TOTALS = ("calls", "cost_usd", "input_tokens", "output_tokens")  # logged as teacher/<name>
 TEACHER_CALLS = "teacher/calls"
 TEACHER_COST_USD = "teacher/cost_usd"
-TEACHER_INPUT_TOKENS = "teacher/input_tokens"
-TEACHER_OUTPUT_TOKENS = "teacher/output_tokens"
-PER_CLASS_F1_TABLE = "kd/per_class_f1"
-GENERATED_SAMPLES_TABLE = "kd/generated_samples"
+PER_CLASS_F1_TABLE = f"{KD_PREFIX}per_class_f1"
+GENERATED_SAMPLES_TABLE = f"{KD_PREFIX}generated_samples"
 # run config keys the dashboard groups and filters by (besides the tags)
 METHOD_KEY = "pgkd.run_tag"
 DATASET_KEY = "dataset.name"
-STUDENT_KEY = "student.name"
 DATASET_METHOD_KEY = "dataset_method"
 
 
@@ -54,9 +50,7 @@ def final_metrics(test: dict, model_0: dict | None = None, teacher: dict | None 
     if model_0 is not None:
         metrics.update({MODEL_0_TEST_ACCURACY: model_0["accuracy"], MODEL_0_TEST_MACRO_F1: model_0["macro_f1"]})
     if teacher is not None:
-        metrics.update({TEACHER_CALLS: teacher.get("calls", 0), TEACHER_COST_USD: teacher.get("cost_usd", 0.0),
-                        TEACHER_INPUT_TOKENS: teacher.get("input_tokens", 0),
-                        TEACHER_OUTPUT_TOKENS: teacher.get("output_tokens", 0)})
+        metrics.update({f"teacher/{k}": teacher.get(k, 0) for k in TEACHER_TOTALS})
     return metrics
 
 

@@ -27,6 +27,7 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithPad
 
 from pgkd.data import load_dataset  # noqa: E402
 from pgkd.students import encoders  # noqa: E402
+from pgkd.students.finetuned import freeze_lower_layers  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDENTS = {"minilm_l6": encoders.MINILM, "mpnet_base": encoders.MPNET}
@@ -48,9 +49,7 @@ def train_rate(model, batches, labels: int, bf16: bool, frozen_layers: int) -> f
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     if frozen_layers:
-        base = model.base_model
-        for part in [base.embeddings, *base.encoder.layer[:frozen_layers]]:
-            part.requires_grad_(False)
+        freeze_lower_layers(model, frozen_layers)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-5)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
     rng = torch.Generator().manual_seed(0)

@@ -15,6 +15,14 @@ from pgkd.students import encoders
 from pgkd.students.base import Student, length_sorted_batches
 
 
+def freeze_lower_layers(model: torch.nn.Module, n_layers: int) -> None:
+    """Stop training the embeddings and the lowest ``n_layers`` encoder layers of a BERT-style
+    ``…ForSequenceClassification`` model (BERT, MiniLM, MPNet, RoBERTa)."""
+    base = model.base_model
+    for part in [base.embeddings, *base.encoder.layer[:n_layers]]:
+        part.requires_grad_(False)
+
+
 class SequenceClassifier(pl.LightningModule):
     """``AutoModelForSequenceClassification`` trained with cross-entropy and AdamW."""
 
@@ -116,11 +124,8 @@ class FineTunedStudent(Student):
     def before_fit(self, continuing: bool) -> None:
         """A warm-started KD fit trains only the top of the encoder: embeddings and the lowest
         ``kd_frozen_layers`` layers keep model_0's weights (fewer backward FLOPs)."""
-        if not (continuing and self.kd_frozen_layers):
-            return
-        base = self.module.model.base_model
-        for part in [base.embeddings, *base.encoder.layer[:self.kd_frozen_layers]]:
-            part.requires_grad_(False)
+        if continuing and self.kd_frozen_layers:
+            freeze_lower_layers(self.module.model, self.kd_frozen_layers)
 
     @property
     def tokenizer(self):
